@@ -1,0 +1,5 @@
+"""Lightning callbacks for marl_lightning (they import marl_lightning, never the reverse)."""
+
+from callbacks.iteration_checkpoint import IterationCheckpoint
+
+__all__ = ["IterationCheckpoint"]

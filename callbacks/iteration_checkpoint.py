@@ -1,0 +1,46 @@
+"""Checkpoint at iteration boundaries: the full state (networks, optimiser, counters, buffers, RNG)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from typing_extensions import override
+
+
+class IterationCheckpoint(ModelCheckpoint):
+    """Writes ``<dirpath>/last.ckpt`` every ``every_n_iterations`` collected iterations and at the end.
+
+    An iteration is one collected batch, so a checkpoint never holds a half-done update; an interrupted
+    run loses at most ``every_n_iterations - 1`` iterations. ``fit --ckpt_path last`` resumes from it.
+    """
+
+    def __init__(self, dirpath: str = "checkpoints", every_n_iterations: int = 1) -> None:
+        if every_n_iterations < 1:
+            raise ValueError(
+                f"IterationCheckpoint.every_n_iterations must be >= 1, got {every_n_iterations}."
+            )
+        super().__init__(dirpath=dirpath, save_last=True, save_top_k=0, save_on_train_epoch_end=True)
+        self.every_n_iterations = every_n_iterations
+
+    @override
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        iterations = int(getattr(pl_module, "iterations", trainer.global_step))
+        if iterations % self.every_n_iterations == 0 or trainer.should_stop:
+            self._save_last(trainer)
+
+    @override
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._save_last(trainer)
+
+    @override
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Evaluation does not change the training state: nothing to save."""
+
+    def _save_last(self, trainer: Trainer) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

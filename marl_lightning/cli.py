@@ -1,0 +1,106 @@
+"""LightningCLI wiring: argument links, run naming and the resolved config as an MLflow artifact."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NoReturn
+
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import MLFlowLogger
+from typing_extensions import override
+
+from marl_lightning.algorithms import MultiAgentPPOModule
+from marl_lightning.algorithms.validation import check_minibatching
+from marl_lightning.data import RolloutDataModule
+
+# Loop settings the design relies on (one epoch is the whole frame budget; logs at every iteration).
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "max_epochs": -1,
+    "num_sanity_val_steps": 0,
+    "check_val_every_n_epoch": None,
+    "val_check_interval": 10,
+    "log_every_n_steps": 1,
+}
+
+
+class MlflowConfigArtifact(SaveConfigCallback):
+    """Stores the resolved config as ``config.yaml`` in each MLflow run (and nowhere else)."""
+
+    @override
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        text = self.parser.dump(self.config, skip_none=False)
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger):
+                logger.experiment.log_text(logger.run_id, text, self.config_filename)
+
+
+class MarlArgumentParser(LightningArgumentParser):
+    """Reports a bad argument in one paragraph instead of the whole usage text."""
+
+    @override
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:
+            super().error(message, ex)
+        sys.stderr.write(
+            f"marl_lightning: error: {message.strip()}\n"
+            f"Run `{self.prog.replace(' [options]', '')} --help` to list every setting.\n"
+        )
+        sys.exit(2)
+
+
+class MarlCLI(LightningCLI):
+    """``python -m marl_lightning {fit,validate,test} --config conf/<algo>.yaml``."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            model_class=MultiAgentPPOModule,
+            subclass_mode_model=True,
+            datamodule_class=RolloutDataModule,
+            parser_class=MarlArgumentParser,
+            save_config_callback=MlflowConfigArtifact,
+            save_config_kwargs={"save_to_log_dir": False},
+            trainer_defaults=TRAINER_DEFAULTS,
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    @override
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments(
+            "data", "model.init_args.env_spec", compute_fn=_env_spec_of, apply_on="instantiate"
+        )
+
+    @override
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        _name_mlflow_runs(config)
+
+    @override
+    def before_fit(self) -> None:
+        check_minibatching(self.model.hparams.minibatch_size, self.datamodule.frames_per_batch)
+
+
+def _env_spec_of(datamodule: RolloutDataModule):
+    return datamodule.env_spec
+
+
+def _name_mlflow_runs(config) -> None:
+    """Give unnamed MLflow runs the name ``<algorithm>-<task>-seed<seed>``."""
+    loggers = config.trainer.get("logger")
+    if not loggers or isinstance(loggers, bool):
+        return
+    algorithm = str(config.model.class_path).rsplit(".", 1)[-1].lower()
+    env = config.data.get("env")
+    task = "env"
+    if env is not None:
+        init_args = env.get("init_args") if hasattr(env, "get") else None
+        task = (init_args or {}).get("scenario") or str(env.get("class_path", "env")).rsplit(".", 1)[-1]
+    seed = config.get("seed_everything")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if not hasattr(logger, "get") or not str(logger.get("class_path", "")).endswith("MLFlowLogger"):
+            continue
+        init_args = logger.get("init_args")
+        if init_args is not None and not init_args.get("run_name"):
+            init_args["run_name"] = f"{algorithm}-{task}-seed{seed}"

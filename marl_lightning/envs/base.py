@@ -1,0 +1,97 @@
+"""The interface every environment adapter implements, and the sizes a model needs from an env."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+from torchrl.envs import EnvBase, RewardSum, TransformedEnv
+
+from marl_lightning import keys
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Sizes a model is built from, read once from the environment's specs.
+
+    ``action_dim`` is the number of continuous action components, or the number of discrete choices.
+    ``state_dim`` is the size of the env's global state (0 when it has none).
+    """
+
+    n_agents: int
+    observation_dim: int
+    action_dim: int
+    continuous: bool
+    action_low: float = -1.0
+    action_high: float = 1.0
+    state_dim: int = 0
+    name: str = ""
+
+
+class EnvFactory(abc.ABC):
+    """Builds seeded, vectorised TorchRL envs of one task. Subclasses are LightningCLI choices."""
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """Short task name used in run names, e.g. ``"navigation"``."""
+
+    def hparams(self) -> dict:
+        """The constructor arguments, logged as run parameters."""
+        return {k.lstrip("_"): v for k, v in vars(self).items()}
+
+    @property
+    def max_steps(self) -> int | None:
+        """Episode length limit, if the env has one."""
+        return None
+
+    @abc.abstractmethod
+    def make(self, num_envs: int, device: torch.device | str, seed: int) -> EnvBase:
+        """A raw TorchRL env with batch size ``[num_envs]`` and the ``"agents"`` group."""
+
+    def make_transformed(self, num_envs: int, device: torch.device | str, seed: int) -> TransformedEnv:
+        """The env with each agent's episode return tracked in ``("agents", "episode_reward")``."""
+        env = self.make(num_envs, device, seed)
+        return TransformedEnv(
+            env,
+            RewardSum(
+                in_keys=[keys.REWARD], out_keys=[keys.EPISODE_REWARD], reset_keys=env.reset_keys
+            ),
+        )
+
+    def spec(self) -> EnvSpec:
+        """Read the sizes a model needs from a one-env instance."""
+        env = self.make(1, "cpu", 0)
+        try:
+            return spec_from_env(env, self.name)
+        finally:
+            env.close()
+
+
+def spec_from_env(env: EnvBase, name: str = "") -> EnvSpec:
+    """Extract an :class:`EnvSpec` from a TorchRL multi-agent env."""
+    obs_spec = env.observation_spec[keys.OBSERVATION]
+    action_spec = env.full_action_spec[keys.ACTION]
+    n_agents = obs_spec.shape[-2]
+    continuous = action_spec.dtype.is_floating_point
+    if continuous:
+        action_dim = action_spec.shape[-1]
+        low = float(action_spec.space.low.min())
+        high = float(action_spec.space.high.max())
+    else:
+        action_dim = int(action_spec.space.n)
+        low, high = 0.0, float(action_dim - 1)
+    state_dim = 0
+    if keys.STATE in env.observation_spec.keys():
+        state_dim = env.observation_spec[keys.STATE].shape[-1]
+    return EnvSpec(
+        n_agents=n_agents,
+        observation_dim=obs_spec.shape[-1],
+        action_dim=action_dim,
+        continuous=continuous,
+        action_low=low,
+        action_high=high,
+        state_dim=state_dim,
+        name=name,
+    )

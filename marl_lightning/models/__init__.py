@@ -1,0 +1,6 @@
+"""Actor and critic builders, vectorised over agents (TorchRL ``MultiAgentMLP``: no loop over agents)."""
+
+from marl_lightning.models.actor import build_actor
+from marl_lightning.models.critic import build_critic
+
+__all__ = ["build_actor", "build_critic"]

@@ -1,0 +1,63 @@
+"""Synthetic-batch factories (no simulator) and small-run helpers shared by the tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+from marl_lightning import keys
+from marl_lightning.envs import EnvSpec
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+# Small but real runs: 10 envs x 20 steps per iteration, episodes of 20 steps.
+SMALL_RUN_ARGS = [
+    "--data.num_envs", "10",
+    "--data.frames_per_batch", "200",
+    "--data.env.init_args.max_steps", "20",
+    "--data.eval_episodes", "4",
+    "--model.init_args.minibatch_size", "100",
+    "--model.init_args.num_epochs", "2",
+    "--model.init_args.actor_cells", "[32, 32]",
+    "--model.init_args.critic_cells", "[32, 32]",
+    "--trainer.enable_progress_bar", "false",
+    "--trainer.enable_model_summary", "false",
+]
+
+
+def make_spec(n_agents: int = 3, observation_dim: int = 5, continuous: bool = True) -> EnvSpec:
+    return EnvSpec(
+        n_agents=n_agents,
+        observation_dim=observation_dim,
+        action_dim=2 if continuous else 4,
+        continuous=continuous,
+        action_low=-1.0,
+        action_high=1.0,
+    )
+
+
+def synthetic_batch(spec: EnvSpec, batch: int = 8, generator_seed: int = 0) -> TensorDict:
+    """A minibatch [B, A] with observations, advantages and value targets drawn at random."""
+    g = torch.Generator().manual_seed(generator_seed)
+    a = spec.n_agents
+    return TensorDict(
+        {
+            keys.OBSERVATION: torch.randn(batch, a, spec.observation_dim, generator=g),
+            keys.ADVANTAGE: torch.randn(batch, a, 1, generator=g),
+            keys.VALUE_TARGET: torch.randn(batch, a, 1, generator=g),
+        },
+        batch_size=[batch, a],
+    )
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in a fresh directory (MLflow store, checkpoints) with the repo importable."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return tmp_path

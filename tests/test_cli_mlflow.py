@@ -1,0 +1,78 @@
+"""`python -m marl_lightning fit` in a real process leaves a complete MLflow run (SQLite store)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import CONF, SMALL_RUN_ARGS
+
+pytestmark = pytest.mark.simulator
+
+
+def test_cli_fit_two_iterations_lands_in_mlflow(in_tmp):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "marl_lightning",
+            "fit",
+            "--config",
+            str(CONF / "mappo.yaml"),
+            *SMALL_RUN_ARGS,
+            "--data.total_frames",
+            "400",
+            "--seed_everything",
+            "7",
+            "--trainer.enable_progress_bar",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=in_tmp,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mappo-navigation")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "mappo-navigation-seed7"
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["clip_epsilon"] == "0.2"
+    assert params["minibatch_size"] == "100"
+    assert params["frames_per_batch"] == "200"
+    assert params["algorithm"] == "MAPPO"
+    assert params["env/scenario"] == "navigation"
+    assert params["env_spec/n_agents"] == "3"
+    metrics = run.data.metrics
+    for name in (
+        "train/return_mean",
+        "train/frames",
+        "perf/frames_per_s",
+        "perf/collect_s",
+        "perf/update_s",
+        "loss/policy",
+        "loss/value",
+        "tr/kl/agent_0",
+        "tr/kl/agent_2",
+        "tr/ratio_min/epoch_0",
+        "tr/ratio_max/epoch_1",
+        "eval/return_mean",
+    ):
+        assert name in metrics, name
+    frames = client.get_metric_history(run.info.run_id, "train/frames")
+    assert [(m.step, m.value) for m in frames] == [(200, 200.0), (400, 400.0)]
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert "config.yaml" in artifacts
+    config = client.download_artifacts(run.info.run_id, "config.yaml", str(in_tmp))
+    with open(config) as file:
+        text = file.read()
+    assert "class_path: marl_lightning.MAPPO" in text and "seed_everything: 7" in text
+    # the progress bar reports frames, throughput and return while training
+    for name in ("train/frames=", "perf/frames_per_s=", "train/return_mean="):
+        assert name in proc.stderr, name
