@@ -75,11 +75,12 @@ class MarlCLI(LightningCLI):
     @override
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        # Cross-field checks run before anything (the MLflow store included) is created.
+        minibatch_size = config.model.init_args.get("minibatch_size")
+        frames_per_batch = config.data.get("frames_per_batch")
+        if minibatch_size and frames_per_batch and minibatch_size > 0 and frames_per_batch > 0:
+            check_minibatching(minibatch_size, frames_per_batch)
         _name_mlflow_runs(config)
-
-    @override
-    def before_fit(self) -> None:
-        check_minibatching(self.model.hparams.minibatch_size, self.datamodule.frames_per_batch)
 
 
 def _env_spec_of(datamodule: RolloutDataModule):

@@ -126,3 +126,33 @@ def test_validate_is_deterministic_and_counts_episodes(in_tmp):
     assert results[0]["eval/episodes"] == 4
     assert torch.isfinite(results[0]["eval/return_mean"])
     assert results[0]["eval/return_mean"] == results[1]["eval/return_mean"]
+
+
+def test_ippo_trains_with_decentralised_critics(in_tmp):
+    cli = MarlCLI(
+        args=[
+            "fit",
+            "--config",
+            str(CONF / "ippo.yaml"),
+            *SMALL_RUN_ARGS,
+            "--trainer.logger",
+            "false",
+            "--trainer.callbacks.init_args.dirpath",
+            str(in_tmp / "ippo"),
+            "--data.total_frames",
+            "200",
+        ]
+    )
+    model = cli.model
+    assert type(model).__name__ == "IPPO"
+    assert int(model.iterations) == 1
+    assert model.critic.module.centralized is False
+    assert torch.isfinite(cli.trainer.callback_metrics["loss/value"])
+
+
+def test_discrete_actions_use_a_categorical_policy(in_tmp):
+    cli = _fit(in_tmp, "discrete", 200, "--data.env.init_args.continuous_actions", "false")
+    spec = cli.model.env_spec
+    assert not spec.continuous and spec.action_dim == 9  # VMAS navigation: 9 discrete moves
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["loss/policy"]) and metrics["tr/kl/agent_0"] >= 0
