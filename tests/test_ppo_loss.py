@@ -61,3 +61,11 @@ def test_clipping_stops_the_gradient_outside_the_trust_region():
     )
     assert all(g is None or torch.count_nonzero(g) == 0 for g in grads)
     torch.testing.assert_close(out["loss_objective"], -(1.2 * batch[keys.ADVANTAGE]).mean())
+
+
+def test_entropy_bonus_uses_the_exact_categorical_entropy():
+    loss, batch, _ = _loss_and_batch(continuous=False)
+    assert float(loss(batch)["loss_entropy"]) == 0.0  # coefficient 0: no bonus
+    loss.entropy_coeff.fill_(0.1)
+    dist = loss.actor_network.get_dist(batch.clone())
+    torch.testing.assert_close(loss(batch)["loss_entropy"], -0.1 * dist.entropy().mean())

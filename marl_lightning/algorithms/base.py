@@ -264,14 +264,18 @@ class MultiAgentPPOModule(pl.LightningModule):
     def iteration_statistics(self, flat: TensorDictBase) -> dict[str, torch.Tensor]:
         """Per-agent divergence of the updated policy from the collecting one, on the whole iteration.
 
-        ``kl`` is the k3 estimator of KL(π_old ‖ π_new) from the taken actions.
+        ``kl`` is the k3 estimator of KL(π_old ‖ π_new) from the taken actions; ``entropy`` the new
+        policy's entropy per agent (exact, or −log π of a fresh sample for a tanh-Gaussian).
 
         Shapes:
-            flat [N, A] -> kl [A].
+            flat [N, A] -> kl [A], entropy [A].
         """
         dist = self.actor.get_dist(flat.select(keys.OBSERVATION).copy())
         log_ratio = dist.log_prob(flat.get(keys.ACTION)) - flat.get(keys.ACTION_LOG_PROB)  # [N, A]
-        return {"kl": ((log_ratio.exp() - 1.0) - log_ratio).mean(0)}
+        return {
+            "kl": ((log_ratio.exp() - 1.0) - log_ratio).mean(0),
+            "entropy": self.loss_module.entropy(dist).mean(0),
+        }
 
     def _log_iteration(
         self,
@@ -299,6 +303,7 @@ class MultiAgentPPOModule(pl.LightningModule):
             "loss/policy": epoch_stats["loss_policy"],
             "loss/value": epoch_stats["loss_value"],
             "loss/entropy": epoch_stats["loss_entropy"],
+            "train/entropy": after["entropy"].mean(),
         }
         for i, kl in enumerate(after["kl"].tolist()):
             metrics[f"tr/kl/agent_{i}"] = kl

@@ -38,7 +38,7 @@ class MultiAgentPPOLoss(LossModule):
         observation [B, A, F], action [B, A, ...], action_log_prob [B, A], advantage [B, A, 1],
         value_target [B, A, 1].
     Output: scalar ``loss_objective``, ``loss_critic``, ``loss_entropy``; detached per-agent diagnostics
-    ``approx_kl``, ``clip_fraction``, ``ratio_min``, ``ratio_max`` of shape [A], and scalar ``entropy``.
+    ``approx_kl``, ``clip_fraction``, ``ratio_min``, ``ratio_max`` of shape [A].
     """
 
     @dataclass
@@ -101,8 +101,10 @@ class MultiAgentPPOLoss(LossModule):
         advantage = td.get(self.tensor_keys.advantage).squeeze(-1)  # [B, A]
         loss_objective, policy_diag = self.policy_objective(log_ratio, advantage, td)
 
-        entropy = self.entropy(dist)  # [B, A]
-        loss_entropy = -self.entropy_coeff * entropy.mean()
+        if self.entropy_coeff > 0:
+            loss_entropy = -self.entropy_coeff * self.entropy(dist).mean()  # entropy [B, A]
+        else:  # skipped: for a tanh-Gaussian the estimate costs a sample and a log-prob per step
+            loss_entropy = torch.zeros((), device=log_ratio.device)
 
         value = self.critic_network(td).get(self.tensor_keys.value)  # [B, A, 1]
         target = td.get(self.tensor_keys.value_target)
@@ -114,7 +116,6 @@ class MultiAgentPPOLoss(LossModule):
                 "approx_kl": ((ratio - 1.0) - log_ratio).mean(0),  # k3 estimator of KL(π_old‖π), [A]
                 "ratio_min": ratio.amin(0),
                 "ratio_max": ratio.amax(0),
-                "entropy": entropy.mean(),
                 **policy_diag,
             }
         return TensorDict(
