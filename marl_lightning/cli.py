@@ -13,6 +13,7 @@ from typing_extensions import override
 from marl_lightning.algorithms import MultiAgentPPOModule
 from marl_lightning.algorithms.validation import check_minibatching
 from marl_lightning.data import RolloutDataModule
+from marl_lightning.distributed import RolloutDDPStrategy
 
 # Loop settings the design relies on (one epoch is the whole frame budget; logs at every iteration).
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -81,6 +82,9 @@ class MarlCLI(LightningCLI):
         if minibatch_size and frames_per_batch and minibatch_size > 0 and frames_per_batch > 0:
             check_minibatching(minibatch_size, frames_per_batch)
         _name_mlflow_runs(config)
+        if config.trainer.get("strategy") == "ddp":
+            # DistributedDataParallel would synchronise one gradient of the many in an on-policy update.
+            config.trainer.strategy = RolloutDDPStrategy.strategy_name
 
 
 def _env_spec_of(datamodule: RolloutDataModule):

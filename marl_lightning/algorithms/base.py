@@ -23,6 +23,8 @@ from typing_extensions import override
 
 from marl_lightning import keys
 from marl_lightning.algorithms.validation import check_minibatching
+from marl_lightning.data.rollout import finished_episode_returns
+from marl_lightning.distributed import RolloutDDPStrategy, all_reduce_gradients, reduce, world_size
 from marl_lightning.envs.base import EnvSpec
 from marl_lightning.errors import ConfigError
 from marl_lightning.models import build_actor, build_critic
@@ -36,6 +38,13 @@ _TRAIN_KEYS = (
     keys.ADVANTAGE,
     keys.VALUE_TARGET,
 )
+
+
+def _sum_and_count(returns: torch.Tensor) -> tuple[float, int]:
+    """Sum and number of entries over all ranks (every rank takes part, with or without episodes)."""
+    stats = torch.stack([returns.sum(), torch.tensor(float(returns.numel()), device=returns.device)])
+    total, count = reduce(stats.double(), "sum").tolist()
+    return total, int(count)
 
 
 def _positive(name: str, value: float) -> None:
@@ -178,6 +187,12 @@ class MultiAgentPPOModule(pl.LightningModule):
         frames_per_batch = getattr(datamodule, "frames_per_batch", None)
         if stage == "fit" and frames_per_batch is not None:
             check_minibatching(self.hparams.minibatch_size, frames_per_batch)
+        if self.trainer.world_size > 1 and not isinstance(self.trainer.strategy, RolloutDDPStrategy):
+            raise ConfigError(
+                f"trainer.strategy: {type(self.trainer.strategy).__name__} with {self.trainer.world_size} "
+                "processes would synchronise one gradient of the many in an on-policy update. Use "
+                "--trainer.strategy rollout_ddp (the CLI maps 'ddp' to it)."
+            )
 
     @override
     def on_fit_start(self) -> None:
@@ -210,13 +225,28 @@ class MultiAgentPPOModule(pl.LightningModule):
         after = self.iteration_statistics(flat)
         update_s = time.perf_counter() - start
 
-        self.frames += frames_this_iteration
+        self.frames += frames_this_iteration * world_size()  # every rank collected as many
         self.iterations += 1
         collect_s = getattr(self.trainer.datamodule, "last_collect_s", 0.0)
+        after, epoch_stats = self._reduce_over_ranks(after, epoch_stats)
         self._log_iteration(batch, epoch_stats, after, collect_s, update_s, frames_this_iteration)
         if int(self.frames) >= self.trainer.datamodule.total_frames:
             self.trainer.should_stop = True
         return {**after, **epoch_stats}
+
+    @staticmethod
+    def _reduce_over_ranks(
+        after: dict[str, torch.Tensor], epoch_stats: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Statistics that callbacks decide on are the same on every rank (means; min/max of ratios)."""
+        if world_size() == 1:
+            return after, epoch_stats
+        after = {name: reduce(value, "mean") for name, value in after.items()}
+        epoch_stats = {
+            name: reduce(value, {"ratio_min": "min", "ratio_max": "max"}.get(name, "mean"))
+            for name, value in epoch_stats.items()
+        }
+        return after, epoch_stats
 
     def optimise(self, flat: TensorDictBase) -> dict[str, torch.Tensor]:
         """``num_epochs`` passes of shuffled minibatches; returns per-epoch ratio ranges and mean losses.
@@ -257,6 +287,7 @@ class MultiAgentPPOModule(pl.LightningModule):
         optimizer = self.optimizers().optimizer
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        all_reduce_gradients(self._trainable)  # no-op in a single process
         torch.nn.utils.clip_grad_norm_(self._trainable, self.hparams.max_grad_norm, foreach=True)
         optimizer.step()
 
@@ -286,16 +317,14 @@ class MultiAgentPPOModule(pl.LightningModule):
         update_s: float,
         frames_this_iteration: int,
     ) -> None:
-        from marl_lightning.data.rollout import finished_episode_returns
-
         frames = float(self.frames)
         self.log("step", frames, batch_size=1)
         self.log("train/frames", frames, prog_bar=True, batch_size=1)
-        self.log("perf/frames_per_s", frames_this_iteration / max(collect_s + update_s, 1e-9), prog_bar=True,
-                 batch_size=1)
-        returns = finished_episode_returns(batch)  # [n_finished, A]
-        if returns.numel():
-            self.log("train/return_mean", returns.mean(), prog_bar=True, batch_size=1)
+        frames_per_s = frames_this_iteration * world_size() / max(collect_s + update_s, 1e-9)
+        self.log("perf/frames_per_s", frames_per_s, prog_bar=True, batch_size=1)
+        total, count = _sum_and_count(finished_episode_returns(batch))
+        if count > 0:
+            self.log("train/return_mean", total / count, prog_bar=True, batch_size=1)
         metrics = {
             "perf/collect_s": collect_s,
             "perf/update_s": update_s,
@@ -313,6 +342,9 @@ class MultiAgentPPOModule(pl.LightningModule):
         ):
             metrics[f"tr/ratio_min/epoch_{k}"] = lo
             metrics[f"tr/ratio_max/epoch_{k}"] = hi
+        if world_size() > 1:
+            checksum = torch.stack([p.detach().double().sum() for p in self._trainable]).sum()
+            metrics["dist/param_divergence"] = float(reduce(checksum, "max") - reduce(checksum, "min"))
         self.log_dict(metrics, batch_size=1)
 
     @override
@@ -324,16 +356,18 @@ class MultiAgentPPOModule(pl.LightningModule):
         self._log_evaluation(batch)
 
     def _log_evaluation(self, batch: TensorDictBase) -> None:
-        from marl_lightning.data.rollout import finished_episode_returns
-
         returns = finished_episode_returns(batch, first_only=True)  # [episodes, A]
-        if returns.numel() == 0:
+        total, count = _sum_and_count(returns)
+        if count == 0:
             raise RuntimeError(
                 "evaluation finished no episode: the env has no max_steps and never ended an episode."
             )
-        self.log("step", float(self.frames), batch_size=1)
-        self.log("eval/return_mean", returns.mean(), prog_bar=True, batch_size=1)
-        self.log("eval/episodes", float(returns.shape[0]), batch_size=1)
+        episodes = float(reduce(torch.tensor(float(returns.shape[0]), device=self.device), "sum"))
+        # Already reduced over ranks; sync_dist (a mean of equal values) only keeps Lightning quiet.
+        sync = world_size() > 1
+        self.log("step", float(self.frames), batch_size=1, sync_dist=sync)
+        self.log("eval/return_mean", total / count, prog_bar=True, batch_size=1, sync_dist=sync)
+        self.log("eval/episodes", episodes, batch_size=1, sync_dist=sync)
 
     # ----------------------------------------------------------------- checkpoints
     @override
