@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
@@ -13,7 +14,8 @@ class IterationCheckpoint(ModelCheckpoint):
     """Writes ``<dirpath>/last.ckpt`` every ``every_n_iterations`` collected iterations and at the end.
 
     An iteration is one collected batch, so a checkpoint never holds a half-done update; an interrupted
-    run loses at most ``every_n_iterations - 1`` iterations. ``fit --ckpt_path last`` resumes from it.
+    run loses at most the iteration in flight plus ``every_n_iterations - 1``. Files are replaced
+    atomically. ``fit --ckpt_path last`` resumes from it.
     """
 
     def __init__(self, dirpath: str = "checkpoints", every_n_iterations: int = 1) -> None:
@@ -39,6 +41,16 @@ class IterationCheckpoint(ModelCheckpoint):
     @override
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Evaluation does not change the training state: nothing to save."""
+
+    @override
+    def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
+        """Write to a side file, then rename: an interruption never leaves a half-written checkpoint."""
+        partial = f"{filepath}.partial"
+        super()._save_checkpoint(trainer, partial)
+        if trainer.is_global_zero:
+            os.replace(partial, filepath)
+        trainer.strategy.barrier("IterationCheckpoint")
+        self._last_checkpoint_saved = filepath
 
     def _save_last(self, trainer: Trainer) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":

@@ -156,3 +156,22 @@ def test_discrete_actions_use_a_categorical_policy(in_tmp):
     assert not spec.continuous and spec.action_dim == 9  # VMAS navigation: 9 discrete moves
     metrics = cli.trainer.callback_metrics
     assert torch.isfinite(metrics["loss/policy"]) and metrics["tr/kl/agent_0"] >= 0
+
+
+def test_test_subcommand_logs_the_evaluation(in_tmp):
+    _fit(in_tmp, "a", 200)
+    cli = MarlCLI(
+        args=[
+            "test",
+            "--config",
+            str(CONF / "mappo.yaml"),
+            *SMALL_RUN_ARGS,
+            "--trainer.logger",
+            "false",
+            "--ckpt_path",
+            str(in_tmp / "a" / "last.ckpt"),
+        ]
+    )
+    metrics = cli.trainer.callback_metrics
+    assert metrics["eval/episodes"] == 4
+    assert int(cli.model.frames) == 200  # the evaluated policy is the checkpoint's
