@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,17 +18,37 @@ CONF = REPO / "conf"
 
 # Small but real runs: 10 envs x 20 steps per iteration, episodes of 20 steps.
 SMALL_RUN_ARGS = [
-    "--data.num_envs", "10",
-    "--data.frames_per_batch", "200",
-    "--data.env.init_args.max_steps", "20",
-    "--data.eval_episodes", "4",
-    "--model.init_args.minibatch_size", "100",
-    "--model.init_args.num_epochs", "2",
-    "--model.init_args.actor_cells", "[32, 32]",
-    "--model.init_args.critic_cells", "[32, 32]",
-    "--trainer.enable_progress_bar", "false",
-    "--trainer.enable_model_summary", "false",
+    "--data.num_envs",
+    "10",
+    "--data.frames_per_batch",
+    "200",
+    "--data.env.init_args.max_steps",
+    "20",
+    "--data.eval_episodes",
+    "4",
+    "--model.init_args.minibatch_size",
+    "100",
+    "--model.init_args.num_epochs",
+    "2",
+    "--model.init_args.actor_cells",
+    "[32, 32]",
+    "--model.init_args.critic_cells",
+    "[32, 32]",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
 ]
+
+
+def cli_args(subcommand: str, *extra: str, config: str = "mappo.yaml", small: bool = True) -> list[str]:
+    """Arguments of ``marl_lightning <subcommand> --config conf/<config>`` at the small test sizes."""
+    return [subcommand, "--config", str(CONF / config), *(SMALL_RUN_ARGS if small else []), *extra]
+
+
+def cli_command(subcommand: str, *extra: str, config: str = "mappo.yaml", small: bool = True) -> list[str]:
+    """The same as a process: ``python -m marl_lightning ...``."""
+    return [sys.executable, "-m", "marl_lightning", *cli_args(subcommand, *extra, config=config, small=small)]
 
 
 def make_spec(n_agents: int = 3, observation_dim: int = 5, continuous: bool = True) -> EnvSpec:

@@ -1,12 +1,11 @@
 """User errors: one paragraph naming field, value and fix; exit status != 0; no traceback; no MLflow run."""
 
 import subprocess
-import sys
 
 import pytest
 
 from marl_lightning.__main__ import cli_main
-from tests.conftest import CONF, REPO
+from tests.conftest import CONF, REPO, cli_command
 
 CASES = [
     (["--data.env.init_args.scenario", "navigatoin"], ["scenario", "navigatoin", "navigation"]),
@@ -38,16 +37,7 @@ def test_bad_input_is_reported(args, words, in_tmp, capsys):
 
 def test_bad_input_in_a_real_process(in_tmp):
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "marl_lightning",
-            "fit",
-            "--config",
-            str(CONF / "mappo.yaml"),
-            "--model.lr",
-            "0",
-        ],
+        cli_command("fit", "--model.lr", "0", small=False),
         capture_output=True,
         text=True,
         cwd=in_tmp,

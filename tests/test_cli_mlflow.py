@@ -3,33 +3,26 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import CONF, SMALL_RUN_ARGS
+from tests.conftest import cli_command
 
 pytestmark = pytest.mark.simulator
 
 
 def test_cli_fit_two_iterations_lands_in_mlflow(in_tmp):
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "marl_lightning",
+        cli_command(
             "fit",
-            "--config",
-            str(CONF / "mappo.yaml"),
-            *SMALL_RUN_ARGS,
             "--data.total_frames",
             "400",
             "--seed_everything",
             "7",
             "--trainer.enable_progress_bar",
             "true",
-        ],
+        ),
         capture_output=True,
         text=True,
         cwd=in_tmp,

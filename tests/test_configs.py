@@ -28,8 +28,18 @@ def test_config_instantiates(config: Path, in_tmp):
 
 def test_overrides_reach_the_objects(in_tmp):
     cli = MarlCLI(
-        args=["--config", str(CONF / "mappo.yaml"), "--model.clip_epsilon", "0.1", "--data.num_envs", "600",
-              "--data.frames_per_batch", "60000", "--seed_everything", "3"],
+        args=[
+            "--config",
+            str(CONF / "mappo.yaml"),
+            "--model.clip_epsilon",
+            "0.1",
+            "--data.num_envs",
+            "600",
+            "--data.frames_per_batch",
+            "60000",
+            "--seed_everything",
+            "3",
+        ],
         run=False,
     )
     assert float(cli.model.loss_module.clip_epsilon) == pytest.approx(0.1)

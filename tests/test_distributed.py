@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import torch.multiprocessing as mp
 from mlflow.tracking import MlflowClient
 
 from marl_lightning.distributed import all_reduce_gradients, broadcast_from_rank_zero, reduce
-from tests.conftest import CONF, SMALL_RUN_ARGS
+from tests.conftest import cli_command
 
 
 def _collectives(rank: int, world: int, init_file: str, results: dict) -> None:
@@ -60,14 +59,8 @@ def test_gradients_are_averaged_and_parameters_broadcast(tmp_path: Path):
 def test_two_process_fit_keeps_ranks_identical(in_tmp):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "marl_lightning",
+        cli_command(
             "fit",
-            "--config",
-            str(CONF / "mappo.yaml"),
-            *SMALL_RUN_ARGS,
             "--trainer.strategy",
             "ddp",
             "--trainer.devices",
@@ -78,7 +71,7 @@ def test_two_process_fit_keeps_ranks_identical(in_tmp):
             "800",
             "--trainer.callbacks.init_args.dirpath",
             str(in_tmp / "ckpt"),
-        ],
+        ),
         capture_output=True,
         text=True,
         cwd=in_tmp,

@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import CONF, SMALL_RUN_ARGS
+from tests.conftest import cli_command
 
 pytestmark = [pytest.mark.simulator, pytest.mark.slow]
 TOTAL = 20 * 200  # 20 iterations
 
 
 def _command(dirpath: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "marl_lightning",
+    return cli_command(
         "fit",
-        "--config",
-        str(CONF / "mappo.yaml"),
-        *SMALL_RUN_ARGS,
         "--trainer.logger",
         "false",
         "--data.total_frames",
@@ -33,7 +26,7 @@ def _command(dirpath: Path, *extra: str) -> list[str]:
         "--trainer.callbacks.init_args.dirpath",
         str(dirpath),
         *extra,
-    ]
+    )
 
 
 def _iterations(path: Path) -> int:

@@ -9,18 +9,17 @@ import torch
 
 from marl_lightning import MAPPO, keys
 from marl_lightning.cli import MarlCLI
-from tests.conftest import CONF, SMALL_RUN_ARGS
+from tests.conftest import cli_args
 
 pytestmark = pytest.mark.simulator
 
 
-def _fit(tmp: Path, name: str, total_frames: int, *extra: str, seed: int = 0) -> MarlCLI:
+def _fit(
+    tmp: Path, name: str, total_frames: int, *extra: str, seed: int = 0, config: str = "mappo.yaml"
+) -> MarlCLI:
     return MarlCLI(
-        args=[
+        args=cli_args(
             "fit",
-            "--config",
-            str(CONF / "mappo.yaml"),
-            *SMALL_RUN_ARGS,
             "--trainer.logger",
             "false",
             "--trainer.callbacks.init_args.dirpath",
@@ -30,8 +29,16 @@ def _fit(tmp: Path, name: str, total_frames: int, *extra: str, seed: int = 0) ->
             "--seed_everything",
             str(seed),
             *extra,
-        ]
+            config=config,
+        )
     )
+
+
+def _evaluate(subcommand: str, checkpoint: Path) -> dict:
+    cli = MarlCLI(args=cli_args(subcommand, "--trainer.logger", "false", "--ckpt_path", str(checkpoint)))
+    # the evaluated policy is the checkpoint's
+    assert int(cli.model.frames) == int(_checkpoint(checkpoint)["state_dict"]["frames"])
+    return dict(cli.trainer.callback_metrics)
 
 
 def _checkpoint(path: Path) -> dict:
@@ -108,41 +115,14 @@ def test_batch_layout_and_shared_policy_weights(in_tmp, monkeypatch):
 
 def test_validate_is_deterministic_and_counts_episodes(in_tmp):
     _fit(in_tmp, "a", 200)
-    results = []
-    for _ in range(2):
-        cli = MarlCLI(
-            args=[
-                "validate",
-                "--config",
-                str(CONF / "mappo.yaml"),
-                *SMALL_RUN_ARGS,
-                "--trainer.logger",
-                "false",
-                "--ckpt_path",
-                str(in_tmp / "a" / "last.ckpt"),
-            ]
-        )
-        results.append(dict(cli.trainer.callback_metrics))
+    results = [_evaluate("validate", in_tmp / "a" / "last.ckpt") for _ in range(2)]
     assert results[0]["eval/episodes"] == 4
     assert torch.isfinite(results[0]["eval/return_mean"])
     assert results[0]["eval/return_mean"] == results[1]["eval/return_mean"]
 
 
 def test_ippo_trains_with_decentralised_critics(in_tmp):
-    cli = MarlCLI(
-        args=[
-            "fit",
-            "--config",
-            str(CONF / "ippo.yaml"),
-            *SMALL_RUN_ARGS,
-            "--trainer.logger",
-            "false",
-            "--trainer.callbacks.init_args.dirpath",
-            str(in_tmp / "ippo"),
-            "--data.total_frames",
-            "200",
-        ]
-    )
+    cli = _fit(in_tmp, "ippo", 200, config="ippo.yaml")
     model = cli.model
     assert type(model).__name__ == "IPPO"
     assert int(model.iterations) == 1
@@ -160,18 +140,6 @@ def test_discrete_actions_use_a_categorical_policy(in_tmp):
 
 def test_test_subcommand_logs_the_evaluation(in_tmp):
     _fit(in_tmp, "a", 200)
-    cli = MarlCLI(
-        args=[
-            "test",
-            "--config",
-            str(CONF / "mappo.yaml"),
-            *SMALL_RUN_ARGS,
-            "--trainer.logger",
-            "false",
-            "--ckpt_path",
-            str(in_tmp / "a" / "last.ckpt"),
-        ]
-    )
-    metrics = cli.trainer.callback_metrics
+    metrics = _evaluate("test", in_tmp / "a" / "last.ckpt")
     assert metrics["eval/episodes"] == 4
-    assert int(cli.model.frames) == 200  # the evaluated policy is the checkpoint's
+    assert torch.isfinite(metrics["eval/return_mean"])
