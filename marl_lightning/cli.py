@@ -92,7 +92,7 @@ def _env_spec_of(datamodule: RolloutDataModule):
 
 
 def _name_mlflow_runs(config) -> None:
-    """Give unnamed MLflow runs the name ``<algorithm>-<task>-seed<seed>``."""
+    """Unnamed MLflow experiments become ``<algorithm>-<task>``; runs ``<algorithm>-<task>-seed<seed>``."""
     loggers = config.trainer.get("logger")
     if not loggers or isinstance(loggers, bool):
         return
@@ -107,5 +107,9 @@ def _name_mlflow_runs(config) -> None:
         if not hasattr(logger, "get") or not str(logger.get("class_path", "")).endswith("MLFlowLogger"):
             continue
         init_args = logger.get("init_args")
-        if init_args is not None and not init_args.get("run_name"):
+        if init_args is None:
+            continue
+        if init_args.get("experiment_name") in (None, "lightning_logs"):  # MLFlowLogger's default
+            init_args["experiment_name"] = f"{algorithm}-{task}"
+        if not init_args.get("run_name"):
             init_args["run_name"] = f"{algorithm}-{task}-seed{seed}"

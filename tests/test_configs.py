@@ -9,6 +9,7 @@ from marl_lightning.cli import MarlCLI
 from tests.conftest import CONF
 
 CONFIGS = sorted(CONF.glob("*.yaml"))
+ENV_CONFIGS = sorted((CONF / "env").glob("*.yaml"))
 EXPECTED = {"mappo.yaml": MAPPO, "ippo.yaml": IPPO}
 
 
@@ -45,3 +46,11 @@ def test_overrides_reach_the_objects(in_tmp):
     assert float(cli.model.loss_module.clip_epsilon) == pytest.approx(0.1)
     assert cli.datamodule.num_envs == 600
     assert cli.config["seed_everything"] == 3
+
+
+@pytest.mark.parametrize("env_config", ENV_CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_env_config_composes_with_every_algorithm(config: Path, env_config: Path, in_tmp):
+    cli = MarlCLI(args=["--config", str(config), "--config", str(env_config)], run=False)
+    assert cli.model.env_spec == cli.datamodule.env_spec
+    assert cli.datamodule.env_spec.name == cli.datamodule.env_factory.name

@@ -368,6 +368,10 @@ class MultiAgentPPOModule(pl.LightningModule):
         self.log("step", float(self.frames), batch_size=1, sync_dist=sync)
         self.log("eval/return_mean", total / count, prog_bar=True, batch_size=1, sync_dist=sync)
         self.log("eval/episodes", episodes, batch_size=1, sync_dist=sync)
+        env_factory = getattr(getattr(self.trainer, "datamodule", None), "env_factory", None)
+        if env_factory is not None:
+            for name, value in env_factory.evaluation_metrics(self.policy, total / count).items():
+                self.log(name, value, batch_size=1, sync_dist=sync)
 
     # ----------------------------------------------------------------- checkpoints
     @override

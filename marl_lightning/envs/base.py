@@ -46,6 +46,14 @@ class EnvFactory(abc.ABC):
         """Episode length limit, if the env has one."""
         return None
 
+    def evaluation_metrics(self, policy: torch.nn.Module, return_mean: float) -> dict[str, float]:
+        """Task-specific evaluation figures, e.g. the gap to a known optimum.
+
+        Called after each evaluation with the policy and the evaluated mean episode return (already
+        averaged over agents, episodes and ranks); keys are metric names such as ``"eval/optimality_gap"``.
+        """
+        return {}
+
     @abc.abstractmethod
     def make(self, num_envs: int, device: torch.device | str, seed: int) -> EnvBase:
         """A raw TorchRL env with batch size ``[num_envs]`` and the ``"agents"`` group."""
