@@ -1,6 +1,7 @@
 """Environment adapters. Each builds a TorchRL ``EnvBase`` in the one batch layout (group ``"agents"``)."""
 
 from marl_lightning.envs.base import EnvFactory, EnvSpec
+from marl_lightning.envs.pettingzoo import PettingZoo
 from marl_lightning.envs.vmas import Vmas
 
-__all__ = ["EnvFactory", "EnvSpec", "Vmas"]
+__all__ = ["EnvFactory", "EnvSpec", "PettingZoo", "Vmas"]

@@ -61,11 +61,12 @@ class EnvFactory(abc.ABC):
     def make_transformed(self, num_envs: int, device: torch.device | str, seed: int) -> TransformedEnv:
         """The env with each agent's episode return tracked in ``("agents", "episode_reward")``."""
         env = self.make(num_envs, device, seed)
+        # The group's reset key when the env has one per group (PettingZoo), else the root one (VMAS).
+        group_reset = (keys.GROUP, "_reset")
+        reset_key = group_reset if group_reset in env.reset_keys else env.reset_keys[0]
         return TransformedEnv(
             env,
-            RewardSum(
-                in_keys=[keys.REWARD], out_keys=[keys.EPISODE_REWARD], reset_keys=env.reset_keys
-            ),
+            RewardSum(in_keys=[keys.REWARD], out_keys=[keys.EPISODE_REWARD], reset_keys=[reset_key]),
         )
 
     def spec(self) -> EnvSpec:

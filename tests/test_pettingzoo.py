@@ -1,0 +1,86 @@
+"""PettingZoo parallel environments through TorchRL, in the one batch layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchrl.envs.utils import check_env_specs
+
+from marl_lightning import keys
+from marl_lightning.cli import MarlCLI
+from marl_lightning.envs import PettingZoo
+from marl_lightning.errors import ConfigError
+from tests.conftest import CONF, cli_args
+
+pytestmark = pytest.mark.simulator
+SPREAD = {"N": 5, "max_cycles": 25}
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_specs_and_layout(continuous):
+    factory = PettingZoo("mpe2.simple_spread_v3", {**SPREAD, "continuous_actions": continuous})
+    spec = factory.spec()
+    assert (spec.n_agents, spec.observation_dim, spec.action_dim, spec.continuous) == (5, 30, 5, continuous)
+    env = factory.make_transformed(3, "cpu", seed=0)
+    check_env_specs(env)
+    rollout = env.rollout(30, break_when_any_done=False)  # [3, 30]
+    assert rollout[keys.OBSERVATION].shape == (3, 30, 5, 30)
+    assert rollout[keys.nxt(keys.REWARD)].shape == (3, 30, 5, 1)
+    done = rollout[keys.nxt(keys.ROOT_DONE)].squeeze(-1)  # [3, 30]
+    assert done[:, 24].all() and not done[:, :24].any()  # max_cycles ends the episode (a truncation)
+    assert not rollout[keys.nxt(keys.TERMINATED)].any()
+    # each agent's episode return restarts with the episode
+    episode = rollout[keys.nxt(keys.EPISODE_REWARD)][..., 0]  # [3, 30, 5]
+    reward = rollout[keys.nxt(keys.REWARD)][..., 0]
+    torch.testing.assert_close(episode[:, 24], reward[:, :25].sum(1))
+    torch.testing.assert_close(episode[:, 25], reward[:, 25])
+
+
+def test_seeded_copies_are_reproducible_and_distinct():
+    factory = PettingZoo("mpe2.simple_spread_v3", SPREAD)
+    first = factory.make(2, "cpu", seed=3).reset()[keys.OBSERVATION]
+    again = factory.make(2, "cpu", seed=3).reset()[keys.OBSERVATION]
+    torch.testing.assert_close(first, again)
+    assert not torch.equal(first[0], first[1])
+
+
+def test_agents_with_different_spaces_are_named():
+    with pytest.raises(ConfigError, match="adversary_0|agent_0") as error:
+        PettingZoo("mpe2.simple_adversary_v3", {})
+    assert "observation space" in str(error.value)
+
+
+def test_bad_names_and_kwargs():
+    with pytest.raises(ConfigError, match="no_such_env"):
+        PettingZoo("mpe2.no_such_env_v0")
+    with pytest.raises(ConfigError, match="env_kwargs"):
+        PettingZoo("mpe2.simple_spread_v3", {"no_such_kwarg": 1})
+
+
+@pytest.mark.parametrize("algorithm", ["mappo.yaml", "ippo.yaml"])
+@pytest.mark.parametrize("task", ["simple_spread.yaml", "simple_spread_continuous.yaml"])
+def test_algorithms_train_two_iterations(algorithm, task, in_tmp):
+    cli = MarlCLI(
+        args=cli_args(
+            "fit",
+            "--config",
+            str(CONF / "env" / task),
+            "--data.num_envs",
+            "8",
+            "--data.frames_per_batch",
+            "200",
+            "--data.total_frames",
+            "400",
+            "--model.init_args.minibatch_size",
+            "100",
+            "--trainer.logger",
+            "false",
+            "--trainer.callbacks.init_args.dirpath",
+            str(in_tmp / "ckpt"),
+            config=algorithm,
+        )
+    )
+    assert int(cli.model.iterations) == 2
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["loss/value"]) and torch.isfinite(metrics["train/return_mean"])
+    assert metrics["eval/episodes"] == 4
