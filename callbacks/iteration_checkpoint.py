@@ -13,12 +13,14 @@ from typing_extensions import override
 class IterationCheckpoint(ModelCheckpoint):
     """Writes ``<dirpath>/last.ckpt`` every ``every_n_iterations`` collected iterations and at the end.
 
+    Without ``dirpath`` the CLI uses ``checkpoints/<algorithm>-<task>`` (``checkpoints/mappo-navigation``).
+
     An iteration is one collected batch, so a checkpoint never holds a half-done update; an interrupted
     run loses at most the iteration in flight plus ``every_n_iterations - 1``. Files are replaced
     atomically. ``fit --ckpt_path last`` resumes from it.
     """
 
-    def __init__(self, dirpath: str = "checkpoints", every_n_iterations: int = 1) -> None:
+    def __init__(self, dirpath: str | None = None, every_n_iterations: int = 1) -> None:
         if every_n_iterations < 1:
             raise ValueError(
                 f"IterationCheckpoint.every_n_iterations must be >= 1, got {every_n_iterations}."

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, NoReturn
 
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 from typing_extensions import override
@@ -14,6 +16,8 @@ from marl_lightning.algorithms import MultiAgentPPOModule
 from marl_lightning.algorithms.validation import check_minibatching
 from marl_lightning.data import RolloutDataModule
 from marl_lightning.distributed import RolloutDDPStrategy
+
+_MLFLOW_DEFAULT_EXPERIMENT = "lightning_logs"  # MLFlowLogger's experiment_name when none is given
 
 # Loop settings the design relies on (one epoch is the whole frame budget; logs at every iteration).
 TRAINER_DEFAULTS: dict[str, Any] = {
@@ -81,35 +85,27 @@ class MarlCLI(LightningCLI):
         frames_per_batch = config.data.get("frames_per_batch")
         if minibatch_size and frames_per_batch and minibatch_size > 0 and frames_per_batch > 0:
             check_minibatching(minibatch_size, frames_per_batch)
-        _name_mlflow_runs(config)
         if config.trainer.get("strategy") == "ddp":
             # DistributedDataParallel would synchronise one gradient of the many in an on-policy update.
             config.trainer.strategy = RolloutDDPStrategy.strategy_name
 
+    @override
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # Names that depend on the instantiated task are filled in before any MLflow run or checkpoint
+        # folder exists (MLflow creates its run lazily, at the first log).
+        label = f"{type(self.model).__name__.lower()}-{self.datamodule.env_factory.name}"
+        seed = self.config[self.subcommand].get("seed_everything") if self.subcommand else None
+        for logger in self.trainer.loggers:
+            if isinstance(logger, MLFlowLogger) and logger._run_id is None:
+                if logger._experiment_name == _MLFLOW_DEFAULT_EXPERIMENT:
+                    logger._experiment_name = label
+                if logger._run_name is None:
+                    logger._run_name = f"{label}-seed{seed}"
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = os.path.join("checkpoints", label)
+
 
 def _env_spec_of(datamodule: RolloutDataModule):
     return datamodule.env_spec
-
-
-def _name_mlflow_runs(config) -> None:
-    """Unnamed MLflow experiments become ``<algorithm>-<task>``; runs ``<algorithm>-<task>-seed<seed>``."""
-    loggers = config.trainer.get("logger")
-    if not loggers or isinstance(loggers, bool):
-        return
-    algorithm = str(config.model.class_path).rsplit(".", 1)[-1].lower()
-    env = config.data.get("env")
-    task = "env"
-    if env is not None:
-        init_args = env.get("init_args") if hasattr(env, "get") else None
-        task = (init_args or {}).get("scenario") or str(env.get("class_path", "env")).rsplit(".", 1)[-1]
-    seed = config.get("seed_everything")
-    for logger in loggers if isinstance(loggers, list) else [loggers]:
-        if not hasattr(logger, "get") or not str(logger.get("class_path", "")).endswith("MLFlowLogger"):
-            continue
-        init_args = logger.get("init_args")
-        if init_args is None:
-            continue
-        if init_args.get("experiment_name") in (None, "lightning_logs"):  # MLFlowLogger's default
-            init_args["experiment_name"] = f"{algorithm}-{task}"
-        if not init_args.get("run_name"):
-            init_args["run_name"] = f"{algorithm}-{task}-seed{seed}"

@@ -69,3 +69,25 @@ def test_cli_fit_two_iterations_lands_in_mlflow(in_tmp):
     # the progress bar reports frames, throughput and return while training
     for name in ("train/frames=", "perf/frames_per_s=", "train/return_mean="):
         assert name in proc.stdout + proc.stderr, name
+
+
+def test_runs_and_checkpoints_are_named_after_algorithm_and_task(in_tmp):
+    from marl_lightning.cli import MarlCLI
+    from tests.conftest import CONF, cli_args
+
+    MarlCLI(
+        args=cli_args(
+            "fit",
+            "--config",
+            str(CONF / "env" / "ratio_game.yaml"),
+            "--data.total_frames",
+            "3000",
+            "--trainer.limit_val_batches",
+            "0",
+            config="ippo.yaml",
+        )
+    )
+    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("ippo-ratio_game").experiment_id])
+    assert run.info.run_name == "ippo-ratio_game-seed0"
+    assert (in_tmp / "checkpoints" / "ippo-ratio_game" / "last.ckpt").exists()
