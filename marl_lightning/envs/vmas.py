@@ -1,4 +1,8 @@
-"""VMAS scenarios through TorchRL's ``VmasEnv`` (vectorised in torch, one env object for all copies)."""
+"""VMAS scenarios through TorchRL's ``VmasEnv`` (vectorised in torch, one env object for all copies).
+
+Besides VMAS's own scenarios, our formation tasks (:data:`marl_lightning.envs.scenarios.SCENARIOS`:
+``line_control``, ``circle_control``) are built by name; VMAS receives an instance of their class.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,21 @@ import vmas
 from torchrl.envs.libs.vmas import VmasEnv
 
 from marl_lightning.envs.base import EnvFactory
+from marl_lightning.envs.scenarios import SCENARIOS
 from marl_lightning.errors import ConfigError
 
 
 def available_scenarios() -> list[str]:
-    """Every scenario name VMAS knows."""
-    return sorted({*vmas.scenarios, *vmas.mpe_scenarios, *vmas.debug_scenarios})
+    """Every scenario name VMAS knows, and ours (:data:`~marl_lightning.envs.scenarios.SCENARIOS`)."""
+    return sorted({*vmas.scenarios, *vmas.mpe_scenarios, *vmas.debug_scenarios, *SCENARIOS})
 
 
 class Vmas(EnvFactory):
     """A VMAS scenario.
 
     Args:
-        scenario: VMAS scenario name, e.g. ``"navigation"``.
+        scenario: VMAS scenario name, e.g. ``"navigation"``, or one of ours: ``"line_control"``,
+            ``"circle_control"`` (:mod:`marl_lightning.envs.scenarios`).
         n_agents: number of agents (passed to the scenario).
         continuous_actions: continuous (squashed Gaussian policy) or discrete (categorical) actions.
         max_steps: episode length; episodes end (``done``) after this many steps.
@@ -61,8 +67,10 @@ class Vmas(EnvFactory):
         return self._max_steps
 
     def make(self, num_envs: int, device: torch.device | str, seed: int) -> VmasEnv:
+        # Ours are BaseScenario classes VMAS cannot find by name: it gets a fresh instance per env.
+        scenario = SCENARIOS[self.scenario]() if self.scenario in SCENARIOS else self.scenario
         return VmasEnv(
-            scenario=self.scenario,
+            scenario=scenario,
             num_envs=num_envs,
             continuous_actions=self.continuous_actions,
             max_steps=self._max_steps,
