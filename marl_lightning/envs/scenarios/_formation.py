@@ -121,8 +121,9 @@ class FormationScenario(BaseScenario, abc.ABC):
 
     Modelling (DPO paper App. A.1 and Sec. 4.2; Agarwal et al. 2020 where the paper is silent):
 
-    - World: MPE physics, which VMAS reproduces with its defaults (dt 0.1, drag 0.25, contact force 100,
-      contact margin 1e-3); holonomic agents, force = action x ``u_multiplier`` (MPE sensitivity 5).
+    - World: the MPE the paper used (Sec. 4.2): VMAS's defaults are MPE's constants (dt 0.1, drag 0.25,
+      contact force 100, contact margin 1e-3); holonomic agents, force = action x ``u_multiplier`` (MPE's
+      sensitivity 5); no walls (MPE has none).
       Continuous actions are the force in ``[-1, 1]^2``; discrete ones are VMAS's 9 moves (stay and 8
       directions), not MPE's 5 (stay, ±x, ±y) that the paper used.
     - Reset: agents uniform in ``[-arena_size, arena_size]^2`` (Agarwal et al.), landmarks by the subclass.
