@@ -54,8 +54,8 @@ def main() -> None:
             factory.parallel = True
             parallel = frames_per_s(factory, n, steps, args.repeats)
             factory.parallel = False
-            print(f"{path.stem} with {n} copies: SerialEnv {serial:,.0f}, ParallelEnv {parallel:,.0f} frames/s",
-                  flush=True)
+            line = f"{path.stem} with {n} copies: SerialEnv {serial:,.0f}, ParallelEnv {parallel:,.0f}"
+            print(f"{line} frames/s", flush=True)
 
 
 if __name__ == "__main__":
