@@ -1,5 +1,7 @@
 """Lightning callbacks for marl_lightning (they import marl_lightning, never the reverse)."""
 
+from callbacks.adaptive_beta import AdaptiveBeta
 from callbacks.iteration_checkpoint import IterationCheckpoint
+from callbacks.trust_region import TrustRegionMonitor
 
-__all__ = ["IterationCheckpoint"]
+__all__ = ["AdaptiveBeta", "IterationCheckpoint", "TrustRegionMonitor"]

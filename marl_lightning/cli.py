@@ -94,7 +94,7 @@ class MarlCLI(LightningCLI):
         super().instantiate_classes()
         # Names that depend on the instantiated task are filled in before any MLflow run or checkpoint
         # folder exists (MLflow creates its run lazily, at the first log).
-        label = f"{type(self.model).__name__.lower()}-{self.datamodule.env_factory.name}"
+        label = f"{self.model.algorithm_label}-{self.datamodule.env_factory.name}"
         seed = self.config[self.subcommand].get("seed_everything") if self.subcommand else None
         for logger in self.trainer.loggers:
             if isinstance(logger, MLFlowLogger) and logger._run_id is None:

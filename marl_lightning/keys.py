@@ -16,6 +16,8 @@ EPISODE_REWARD = (GROUP, "episode_reward")
 STATE_VALUE = (GROUP, "state_value")
 ADVANTAGE = (GROUP, "advantage")
 VALUE_TARGET = (GROUP, "value_target")
+# Present agents (PettingZoo use_mask): [..., A] bool, False for agents dead or not acting at that step.
+MASK = (GROUP, "mask")
 
 STATE = "state"
 ROOT_DONE = "done"

@@ -84,3 +84,37 @@ def test_algorithms_train_two_iterations(algorithm, task, in_tmp):
     metrics = cli.trainer.callback_metrics
     assert torch.isfinite(metrics["loss/value"]) and torch.isfinite(metrics["train/return_mean"])
     assert metrics["eval/episodes"] == 4
+
+
+@pytest.mark.parametrize(
+    ("action", "observation", "named"),
+    [
+        ("multi_discrete", "vector", "MultiCategorical"),
+        ("multi_binary", "vector", "Binary"),
+        ("discrete", "image", r"\(4, 4, 3\) per agent"),
+    ],
+)
+def test_unsupported_spaces_are_named(action, observation, named):
+    with pytest.raises(ConfigError, match=named) as error:
+        PettingZoo("tests.odd_spaces_env", {"action": action, "observation": observation}).spec()
+    assert "odd_spaces_env" in str(error.value)
+
+
+@pytest.mark.parametrize(("action", "continuous"), [("discrete", False), ("box", True)])
+def test_supported_spaces_give_the_sizes(action, continuous):
+    spec = PettingZoo("tests.odd_spaces_env", {"action": action}).spec()
+    assert (spec.n_agents, spec.observation_dim, spec.action_dim, spec.continuous) == (
+        2, 3, 3 if action == "discrete" else 2, continuous
+    )
+
+
+def test_an_algorithm_refuses_an_action_kind_it_cannot_train():
+    from marl_lightning import MAPPO
+    from tests.conftest import make_spec
+
+    class DiscreteOnly(MAPPO):
+        action_kinds = ("discrete",)
+
+    DiscreteOnly(env_spec=make_spec(continuous=False))
+    with pytest.raises(ConfigError, match="DiscreteOnly cannot handle the continuous actions"):
+        DiscreteOnly(env_spec=make_spec(continuous=True))

@@ -1,7 +1,9 @@
 """One LightningModule per algorithm over the shared machinery of ``base.py``."""
 
 from marl_lightning.algorithms.base import MultiAgentPPOModule
+from marl_lightning.algorithms.dpo import DPO
 from marl_lightning.algorithms.ippo import IPPO
+from marl_lightning.algorithms.jrppo import JRPPO
 from marl_lightning.algorithms.mappo import MAPPO
 
-__all__ = ["IPPO", "MAPPO", "MultiAgentPPOModule"]
+__all__ = ["DPO", "IPPO", "JRPPO", "MAPPO", "MultiAgentPPOModule"]

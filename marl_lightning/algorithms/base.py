@@ -28,7 +28,17 @@ from marl_lightning.distributed import RolloutDDPStrategy, all_reduce_gradients,
 from marl_lightning.envs.base import EnvSpec
 from marl_lightning.errors import ConfigError
 from marl_lightning.models import build_actor, build_critic
-from marl_lightning.objectives import MultiAgentPPOLoss, gae, standardise_per_agent
+from marl_lightning.objectives import (
+    PARAM_KEYS,
+    MultiAgentPPOLoss,
+    agent_mask,
+    gae,
+    kl_divergence,
+    masked_mean_per_agent,
+    policy_params,
+    standardise_per_agent,
+    total_variation,
+)
 from marl_lightning.objectives.ppo import LossCriticType
 
 _TRAIN_KEYS = (
@@ -69,6 +79,9 @@ class MultiAgentPPOModule(pl.LightningModule):
         lr: Adam learning rate (actor and critic).
         adam_eps: Adam's epsilon.
         clip_epsilon: PPO clip range ε.
+        clip_budget: agent-scaled clipping (paper 004, Section 6.2): a centralised trust-region budget α
+            shared by the agents, each agent's ratio then clipped to [1 − α/N, 1 + α/N]; overrides
+            ``clip_epsilon`` when given.
         entropy_coeff: weight of the entropy bonus.
         critic_coeff: weight of the value loss.
         loss_critic_type: distance of the value loss.
@@ -85,6 +98,8 @@ class MultiAgentPPOModule(pl.LightningModule):
     """
 
     centralised_critic: ClassVar[bool] = True
+    # The action kinds an algorithm can train; an env of another kind is refused at construction.
+    action_kinds: ClassVar[tuple[str, ...]] = ("discrete", "continuous")
 
     def __init__(
         self,
@@ -92,6 +107,7 @@ class MultiAgentPPOModule(pl.LightningModule):
         lr: float = 5e-5,
         adam_eps: float = 1e-6,
         clip_epsilon: float = 0.2,
+        clip_budget: float | None = None,
         entropy_coeff: float = 0.0,
         critic_coeff: float = 1.0,
         loss_critic_type: LossCriticType = "l2",
@@ -114,6 +130,15 @@ class MultiAgentPPOModule(pl.LightningModule):
                 f"{type(self).__name__} needs env_spec, the sizes of the env: pass "
                 "RolloutDataModule(...).env_spec (the CLI links it from the data module)."
             )
+        kind = "continuous" if env_spec.continuous else "discrete"
+        if kind not in self.action_kinds:
+            raise ConfigError(
+                f"{type(self).__name__} cannot handle the {kind} actions of task {env_spec.name!r}: it "
+                f"supports {' and '.join(self.action_kinds)} actions. Choose a task with such actions or "
+                "another algorithm."
+            )
+        if clip_budget is not None:
+            _positive("clip_budget", clip_budget)
         for name, value in (("lr", lr), ("clip_epsilon", clip_epsilon), ("max_grad_norm", max_grad_norm),
                             ("adam_eps", adam_eps)):
             _positive(name, value)
@@ -137,21 +162,36 @@ class MultiAgentPPOModule(pl.LightningModule):
         self.actor = build_actor(env_spec, actor_cells, share_actor_params)
         self.critic = build_critic(env_spec, critic_cells, share_critic_params, self.centralised_critic)
         self.loss_module = self.make_loss()
+        # Turned on by callbacks.TrustRegionMonitor: D_TV, clip fraction and joint ratio each iteration.
+        self.trust_region_stats = False
         self.register_buffer("frames", torch.zeros((), dtype=torch.long))
         self.register_buffer("iterations", torch.zeros((), dtype=torch.long))
+
+    @property
+    def algorithm_label(self) -> str:
+        """Name in MLflow experiment/run names and checkpoint folders (``mappo`` in ``mappo-navigation``)."""
+        return type(self).__name__.lower()
+
+    @property
+    def clip_epsilon(self) -> float:
+        """The clip range in use: α/N with agent-scaled clipping (``clip_budget`` α, N agents), else ε."""
+        budget = self.hparams.clip_budget
+        return budget / self.env_spec.n_agents if budget is not None else self.hparams.clip_epsilon
 
     # ----------------------------------------------------------------- extension points
     def make_loss(self) -> MultiAgentPPOLoss:
         """The algorithm's objective. Override in a subclass to change the policy update."""
+        return MultiAgentPPOLoss(self.actor, self.critic, **self.loss_kwargs())
+
+    def loss_kwargs(self) -> dict[str, Any]:
+        """The coefficients every PPO-family loss takes (clip range, entropy and value weights)."""
         hp = self.hparams
-        return MultiAgentPPOLoss(
-            self.actor,
-            self.critic,
-            clip_epsilon=hp.clip_epsilon,
-            entropy_coeff=hp.entropy_coeff,
-            critic_coeff=hp.critic_coeff,
-            loss_critic_type=hp.loss_critic_type,
-        )
+        return {
+            "clip_epsilon": self.clip_epsilon,
+            "entropy_coeff": hp.entropy_coeff,
+            "critic_coeff": hp.critic_coeff,
+            "loss_critic_type": hp.loss_critic_type,
+        }
 
     @torch.no_grad()
     def compute_advantages(self, batch: TensorDictBase) -> TensorDictBase:
@@ -162,15 +202,25 @@ class MultiAgentPPOModule(pl.LightningModule):
         """
         value = self.critic(batch).get(keys.STATE_VALUE)
         next_value = self.critic(batch.get(keys.NEXT)).get(keys.STATE_VALUE)
+        done = batch.get(keys.nxt(keys.DONE))
+        terminated = batch.get(keys.nxt(keys.TERMINATED))
+        next_present = agent_mask(batch.get(keys.NEXT))  # [B, T, A] or None
+        if next_present is not None:  # an agent gone at t+1 ended its episode at t: no bootstrap from it
+            gone = ~next_present.unsqueeze(-1)
+            done, terminated = done | gone, terminated | gone
         advantage, value_target = gae(
             reward=batch.get(keys.nxt(keys.REWARD)),
-            done=batch.get(keys.nxt(keys.DONE)),
-            terminated=batch.get(keys.nxt(keys.TERMINATED)),
+            done=done,
+            terminated=terminated,
             value=value,
             next_value=next_value,
             gamma=self.hparams.gamma,
             lmbda=self.hparams.lmbda,
         )
+        present = agent_mask(batch)
+        if present is not None:  # absent agents' entries are left out of every loss; keep them finite
+            advantage = torch.where(present.unsqueeze(-1), advantage, 0.0)
+            value_target = torch.where(present.unsqueeze(-1), value_target, 0.0)
         batch.set(keys.ADVANTAGE, advantage)
         batch.set(keys.VALUE_TARGET, value_target)
         return batch
@@ -205,8 +255,12 @@ class MultiAgentPPOModule(pl.LightningModule):
         # The fused kernel (one call for all parameters) is the fastest Adam on CPU and CUDA alike.
         return torch.optim.Adam(self._trainable, lr=self.hparams.lr, eps=self.hparams.adam_eps, fused=True)
 
-    def _train_keys(self) -> list:
+    def _train_keys(self, batch: TensorDictBase) -> list:
         extra = [keys.STATE] if self.env_spec.state_dim else []
+        if agent_mask(batch) is not None:
+            extra.append(keys.MASK)
+        present = batch.keys(True)
+        extra += [key for key in PARAM_KEYS if key in present]  # the collecting policy's parameters
         return [*_TRAIN_KEYS, *extra]
 
     @override
@@ -218,9 +272,9 @@ class MultiAgentPPOModule(pl.LightningModule):
         start = time.perf_counter()
         frames_this_iteration = batch.numel()
         self.compute_advantages(batch)
-        flat = batch.select(*self._train_keys()).reshape(-1)  # [N, A]
+        flat = batch.select(*self._train_keys(batch)).reshape(-1)  # [N, A]
         if self.hparams.normalise_advantage:
-            flat.set(keys.ADVANTAGE, standardise_per_agent(flat.get(keys.ADVANTAGE)))
+            flat.set(keys.ADVANTAGE, standardise_per_agent(flat.get(keys.ADVANTAGE), mask=agent_mask(flat)))
         epoch_stats = self.optimise(flat)
         after = self.iteration_statistics(flat)
         update_s = time.perf_counter() - start
@@ -241,7 +295,10 @@ class MultiAgentPPOModule(pl.LightningModule):
         """Statistics that callbacks decide on are the same on every rank (means; min/max of ratios)."""
         if world_size() == 1:
             return after, epoch_stats
-        after = {name: reduce(value, "mean") for name, value in after.items()}
+        after = {
+            name: reduce(value, {"joint_ratio_min": "min", "joint_ratio_max": "max"}.get(name, "mean"))
+            for name, value in after.items()
+        }
         epoch_stats = {
             name: reduce(value, {"ratio_min": "min", "ratio_max": "max"}.get(name, "mean"))
             for name, value in epoch_stats.items()
@@ -295,18 +352,38 @@ class MultiAgentPPOModule(pl.LightningModule):
     def iteration_statistics(self, flat: TensorDictBase) -> dict[str, torch.Tensor]:
         """Per-agent divergence of the updated policy from the collecting one, on the whole iteration.
 
-        ``kl`` is the k3 estimator of KL(π_old ‖ π_new) from the taken actions; ``entropy`` the new
-        policy's entropy per agent (exact, or −log π of a fresh sample for a tanh-Gaussian).
+        Always: ``kl``, the exact average KL(π_old ‖ π_new) per agent (``divergences.kl_divergence``), and
+        ``entropy`` (exact, or −log π of a fresh sample for a tanh-Gaussian). With
+        ``trust_region_stats`` on (``callbacks.TrustRegionMonitor`` turns it on) also, per agent: ``tv``,
+        the average D_TV(π_old, π_new) (exact for discrete actions, Proposition 5.1 of paper 004;
+        estimated for continuous ones, see ``divergences.total_variation``), ``clip_fraction`` (ratios
+        outside [1 − ε, 1 + ε] after the update) and, over the joint policy, ``joint_ratio_min`` /
+        ``joint_ratio_max`` of Π_i r_i.
 
         Shapes:
-            flat [N, A] -> kl [A], entropy [A].
+            flat [N, A] -> kl, entropy, tv, clip_fraction [A]; joint ratio range scalars.
         """
-        dist = self.actor.get_dist(flat.select(keys.OBSERVATION).copy())
-        log_ratio = dist.log_prob(flat.get(keys.ACTION)) - flat.get(keys.ACTION_LOG_PROB)  # [N, A]
-        return {
-            "kl": ((log_ratio.exp() - 1.0) - log_ratio).mean(0),
-            "entropy": self.loss_module.entropy(dist).mean(0),
+        old = policy_params(flat)
+        td = flat.select(keys.OBSERVATION).copy()
+        dist = self.actor.get_dist(td)
+        mask = agent_mask(flat)
+        stats = {
+            "kl": masked_mean_per_agent(kl_divergence(old, policy_params(td)), mask),
+            "entropy": masked_mean_per_agent(self.loss_module.entropy(dist), mask),
         }
+        if self.trust_region_stats:
+            log_ratio = dist.log_prob(flat.get(keys.ACTION)) - flat.get(keys.ACTION_LOG_PROB)  # [N, A]
+            if mask is not None:
+                log_ratio = torch.where(mask, log_ratio, 0.0)
+            joint_ratio = log_ratio.sum(-1).exp()  # [N]
+            eps = self.loss_module.clip_epsilon
+            stats |= {
+                "tv": masked_mean_per_agent(total_variation(old, policy_params(td), log_ratio), mask),
+                "clip_fraction": masked_mean_per_agent(((log_ratio.exp() - 1).abs() > eps).float(), mask),
+                "joint_ratio_min": joint_ratio.min(),
+                "joint_ratio_max": joint_ratio.max(),
+            }
+        return stats
 
     def _log_iteration(
         self,

@@ -6,9 +6,11 @@ import abc
 from dataclasses import dataclass
 
 import torch
+from torchrl.data import Bounded, Categorical, TensorSpec, Unbounded
 from torchrl.envs import EnvBase, RewardSum, TransformedEnv
 
 from marl_lightning import keys
+from marl_lightning.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,40 @@ class EnvFactory(abc.ABC):
             env.close()
 
 
+def check_supported_spaces(obs_spec: TensorSpec, action_spec: TensorSpec, batch_dims: int, task: str) -> None:
+    """Policies here take a flat observation vector per agent and emit one discrete choice (``Categorical``,
+    [*B, A]) or a box of continuous actions (``Bounded``/``Unbounded``, [*B, A, d]); anything else is named.
+    """
+    per_agent_obs = tuple(obs_spec.shape[batch_dims + 1 :])
+    per_agent_action = tuple(action_spec.shape[batch_dims + 1 :])
+    if len(per_agent_obs) != 1:
+        raise ConfigError(
+            f"data.env: task {task!r} observes {per_agent_obs} per agent; the policies here take "
+            "a flat vector per agent ([n_agents, features]). Flatten the observation in the env (e.g. a "
+            "PettingZoo/SuperSuit flatten wrapper) or choose a vector-observation task."
+        )
+    kind = type(action_spec).__name__
+    discrete_ok = isinstance(action_spec, Categorical) and per_agent_action == ()
+    continuous_ok = (
+        isinstance(action_spec, Bounded | Unbounded)
+        and action_spec.dtype.is_floating_point
+        and len(per_agent_action) == 1
+    )
+    if not (discrete_ok or continuous_ok):
+        raise ConfigError(
+            f"data.env: task {task!r} has an action space marl_lightning cannot handle: {kind} of shape "
+            f"{per_agent_action} per agent ({action_spec.dtype}). Supported per agent: one discrete choice "
+            "(Discrete / Categorical) or a box of continuous actions (Box / Bounded). MultiDiscrete, "
+            "MultiBinary, one-hot and dict/tuple action spaces are not."
+        )
+
+
 def spec_from_env(env: EnvBase, name: str = "") -> EnvSpec:
     """Extract an :class:`EnvSpec` from a TorchRL multi-agent env."""
     obs_spec = env.observation_spec[keys.OBSERVATION]
     action_spec = env.full_action_spec[keys.ACTION]
     n_agents = obs_spec.shape[-2]
+    check_supported_spaces(obs_spec, action_spec, len(env.batch_size), name or type(env).__name__)
     continuous = action_spec.dtype.is_floating_point
     if continuous:
         action_dim = action_spec.shape[-1]

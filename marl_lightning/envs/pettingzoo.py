@@ -76,6 +76,10 @@ class PettingZoo(EnvFactory):
             ``env_kwargs["max_cycles"]`` when given.
         parallel: step copies in worker processes (``ParallelEnv``) instead of in this one (``SerialEnv``).
         return_state: add the env's global ``state()`` under ``"state"`` (the MAPPO critic then uses it).
+        use_mask: for envs whose agents die or stop acting before the episode ends: the batch then holds
+            ``("agents", "mask")`` [B, T, A] (False = absent); absent agents are masked out of advantages,
+            losses and statistics, and an agent's episode ends when it disappears (no bootstrap from it).
+            The episode ends when every agent is done.
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class PettingZoo(EnvFactory):
         max_steps: int | None = None,
         parallel: bool = False,
         return_state: bool = False,
+        use_mask: bool = False,
     ) -> None:
         self.env = env
         self.env_kwargs = dict(env_kwargs or {})
@@ -100,6 +105,7 @@ class PettingZoo(EnvFactory):
         self._max_steps = max_steps if max_steps is not None else self.env_kwargs.get("max_cycles")
         self.parallel = parallel
         self.return_state = return_state
+        self.use_mask = use_mask
 
     def hparams(self) -> dict:
         return {
@@ -108,6 +114,7 @@ class PettingZoo(EnvFactory):
             "max_steps": self._max_steps,
             "parallel": self.parallel,
             "return_state": self.return_state,
+            "use_mask": self.use_mask,
         }
 
     @property
@@ -124,6 +131,7 @@ class PettingZoo(EnvFactory):
             raw,
             group_map={keys.GROUP: list(raw.possible_agents)},
             return_state=self.return_state,
+            use_mask=self.use_mask,
             categorical_actions=True,
             done_on_any=False,
             device=device,

@@ -34,13 +34,23 @@ def gae(
     )
 
 
-def standardise_per_agent(advantage: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+def standardise_per_agent(
+    advantage: torch.Tensor, eps: float = 1e-8, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Zero mean, unit variance for each agent separately, over every other dimension.
 
+    With ``mask``, the statistics use present entries only and absent entries come out 0.
+
     Shapes:
-        advantage: [..., A, 1] -> [..., A, 1].
+        advantage: [..., A, 1], mask: [..., A] bool -> [..., A, 1].
     """
-    flat = advantage.reshape(-1, *advantage.shape[-2:])  # [N, A, 1]
-    mean = flat.mean(0)
-    std = flat.std(0)
-    return (advantage - mean) / (std + eps)
+    if mask is None:
+        flat = advantage.reshape(-1, *advantage.shape[-2:])  # [N, A, 1]
+        return (advantage - flat.mean(0)) / (flat.std(0) + eps)
+    present = mask.unsqueeze(-1).reshape(-1, *advantage.shape[-2:])  # [N, A, 1]
+    flat = torch.where(present, advantage.reshape(present.shape), 0.0)
+    count = present.sum(0).clamp_min(1)
+    mean = flat.sum(0) / count
+    var = torch.where(present, flat - mean, 0.0).pow(2).sum(0) / (count - 1).clamp_min(1)
+    out = (advantage - mean) / (var.sqrt() + eps)
+    return torch.where(mask.unsqueeze(-1), out, 0.0)

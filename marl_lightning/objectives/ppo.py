@@ -13,8 +13,31 @@ from torch.distributions import Distribution
 from torchrl.objectives import LossModule
 
 from marl_lightning import keys
+from marl_lightning.objectives.divergences import policy_params
+from marl_lightning.objectives.masking import agent_mask, masked_mean, masked_mean_per_agent
 
 LossCriticType = Literal["l1", "l2", "smooth_l1"]
+
+
+@dataclass
+class PolicyStep:
+    """What a policy objective sees of one minibatch.
+
+    Attributes:
+        log_ratio: log π(a_i|o_i) − log π_old(a_i|o_i), with gradient; 0 for absent agents. [B, A]
+        advantage: per-agent advantage, 0 for absent agents. [B, A]
+        mask: present agents [B, A] bool, or None when the env has no mask.
+        old: the collecting policy's distribution parameters (no gradient).
+        new: the current policy's distribution parameters (with gradient).
+        batch: the minibatch itself.
+    """
+
+    log_ratio: torch.Tensor
+    advantage: torch.Tensor
+    mask: torch.Tensor | None
+    old: TensorDictBase
+    new: TensorDictBase
+    batch: TensorDictBase
 
 
 def _distance(value: torch.Tensor, target: torch.Tensor, kind: LossCriticType) -> torch.Tensor:
@@ -31,6 +54,9 @@ class MultiAgentPPOLoss(LossModule):
     The surrogate is the IPPO/MAPPO objective of the trust-region paper (004, Equations 4 and 5):
     E[min(r_i A_i, clip(r_i, 1 − ε, 1 + ε) A_i)], averaged over agents and samples.
     ``policy_objective`` is the extension point: JR-PPO, DPO and the others replace it.
+
+    Agents the batch marks absent (``("agents", "mask")`` False: dead, or not acting) get a log-ratio of 0
+    and are left out of every mean: they neither add to nor dilute the loss.
 
     Coefficients are buffers, so a callback can change them in place and checkpoints keep them.
 
@@ -70,20 +96,19 @@ class MultiAgentPPOLoss(LossModule):
         self.register_buffer("critic_coeff", torch.tensor(float(critic_coeff)))
         self.loss_critic_type = loss_critic_type
 
-    def policy_objective(
-        self, log_ratio: torch.Tensor, advantage: torch.Tensor, batch: TensorDictBase
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def policy_objective(self, step: PolicyStep) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss to minimise for the policy: minus the clipped surrogate (004, Eq. 4/5).
 
         Shapes:
-            log_ratio: [B, A]; advantage: [B, A] -> scalar loss, per-agent diagnostics [A].
+            step.log_ratio, step.advantage: [B, A] -> scalar loss, per-agent diagnostics [A].
         """
-        ratio = log_ratio.exp()
+        ratio = step.log_ratio.exp()
         eps = self.clip_epsilon
+        advantage = step.advantage
         surrogate = torch.minimum(ratio * advantage, ratio.clamp(1.0 - eps, 1.0 + eps) * advantage)
         with torch.no_grad():
-            clip_fraction = ((ratio - 1.0).abs() > eps).float().mean(0)  # [A]
-        return -surrogate.mean(), {"clip_fraction": clip_fraction}
+            clip_fraction = masked_mean_per_agent(((ratio - 1.0).abs() > eps).float(), step.mask)  # [A]
+        return -masked_mean(surrogate, step.mask), {"clip_fraction": clip_fraction}
 
     def entropy(self, dist: Distribution) -> torch.Tensor:
         """Per-agent policy entropy [B, A]: exact when the distribution has one, else −log π(ã), ã ~ π."""
@@ -94,26 +119,35 @@ class MultiAgentPPOLoss(LossModule):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDict:
         td = tensordict.copy()
+        old_params = policy_params(tensordict)  # the collecting policy's, before get_dist overwrites td's
         dist = self.actor_network.get_dist(td)
         new_log_prob = dist.log_prob(td.get(self.tensor_keys.action))  # [B, A]
         old_log_prob = td.get(self.tensor_keys.sample_log_prob)  # [B, A]
-        log_ratio = new_log_prob - old_log_prob
         advantage = td.get(self.tensor_keys.advantage).squeeze(-1)  # [B, A]
-        loss_objective, policy_diag = self.policy_objective(log_ratio, advantage, td)
+        target = td.get(self.tensor_keys.value_target)  # [B, A, 1]
+        mask = agent_mask(td)  # [B, A] or None
+        if mask is not None:  # absent entries replaced before any arithmetic: no NaN even in gradients
+            old_log_prob = torch.where(mask, old_log_prob, new_log_prob.detach())
+            advantage = torch.where(mask, advantage, 0.0)
+            target = torch.where(mask.unsqueeze(-1), target, 0.0)
+        log_ratio = new_log_prob - old_log_prob
+        step = PolicyStep(log_ratio, advantage, mask, old_params, policy_params(td), tensordict)
+        loss_objective, policy_diag = self.policy_objective(step)
 
         if self.entropy_coeff > 0:
-            loss_entropy = -self.entropy_coeff * self.entropy(dist).mean()  # entropy [B, A]
+            loss_entropy = -self.entropy_coeff * masked_mean(self.entropy(dist), mask)  # entropy [B, A]
         else:  # skipped: for a tanh-Gaussian the estimate costs a sample and a log-prob per step
             loss_entropy = torch.zeros((), device=log_ratio.device)
 
         value = self.critic_network(td).get(self.tensor_keys.value)  # [B, A, 1]
-        target = td.get(self.tensor_keys.value_target)
-        loss_critic = self.critic_coeff * _distance(value, target, self.loss_critic_type).mean()
+        distance = _distance(value, target, self.loss_critic_type).squeeze(-1)  # [B, A]
+        loss_critic = self.critic_coeff * masked_mean(distance, mask)
 
         with torch.no_grad():
             ratio = log_ratio.exp()
             diagnostics = {
-                "approx_kl": ((ratio - 1.0) - log_ratio).mean(0),  # k3 estimator of KL(π_old‖π), [A]
+                # k3 estimator of KL(π_old‖π), [A]
+                "approx_kl": masked_mean_per_agent((ratio - 1.0) - log_ratio, mask),
                 "ratio_min": ratio.amin(0),
                 "ratio_max": ratio.amax(0),
                 **policy_diag,
