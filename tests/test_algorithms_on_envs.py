@@ -11,7 +11,7 @@ from marl_lightning.cli import MarlCLI
 from tests.conftest import CONF
 
 pytestmark = [pytest.mark.simulator, pytest.mark.slow]
-ALGORITHMS = ["mappo.yaml", "ippo.yaml", "dpo.yaml", "jrppo.yaml"]
+ALGORITHMS = ["mappo.yaml", "ippo.yaml", "dpo.yaml", "jrppo.yaml", "perla_mappo.yaml", "perla_ippo.yaml"]
 ENVS = sorted((CONF / "env").glob("*.yaml"))
 
 

@@ -5,5 +5,6 @@ from marl_lightning.algorithms.dpo import DPO
 from marl_lightning.algorithms.ippo import IPPO
 from marl_lightning.algorithms.jrppo import JRPPO
 from marl_lightning.algorithms.mappo import MAPPO
+from marl_lightning.algorithms.perla import PERLAIPPO, PERLAMAPPO
 
-__all__ = ["DPO", "IPPO", "JRPPO", "MAPPO", "MultiAgentPPOModule"]
+__all__ = ["DPO", "IPPO", "JRPPO", "MAPPO", "PERLAIPPO", "PERLAMAPPO", "MultiAgentPPOModule"]

@@ -160,7 +160,7 @@ class MultiAgentPPOModule(pl.LightningModule):
 
         self.env_spec = env_spec
         self.actor = build_actor(env_spec, actor_cells, share_actor_params)
-        self.critic = build_critic(env_spec, critic_cells, share_critic_params, self.centralised_critic)
+        self.critic = self.make_critic()
         self.loss_module = self.make_loss()
         # Turned on by callbacks.TrustRegionMonitor: D_TV, clip fraction and joint ratio each iteration.
         self.trust_region_stats = False
@@ -179,6 +179,11 @@ class MultiAgentPPOModule(pl.LightningModule):
         return budget / self.env_spec.n_agents if budget is not None else self.hparams.clip_epsilon
 
     # ----------------------------------------------------------------- extension points
+    def make_critic(self) -> torch.nn.Module:
+        """The critic network: V_i, centralised or not per ``centralised_critic``. Override for others."""
+        hp = self.hparams
+        return build_critic(self.env_spec, hp.critic_cells, hp.share_critic_params, self.centralised_critic)
+
     def make_loss(self) -> MultiAgentPPOLoss:
         """The algorithm's objective. Override in a subclass to change the policy update."""
         return MultiAgentPPOLoss(self.actor, self.critic, **self.loss_kwargs())

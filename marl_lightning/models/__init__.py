@@ -2,5 +2,6 @@
 
 from marl_lightning.models.actor import build_actor
 from marl_lightning.models.critic import build_critic
+from marl_lightning.models.q_critic import JointActionQCritic
 
-__all__ = ["build_actor", "build_critic"]
+__all__ = ["JointActionQCritic", "build_actor", "build_critic"]

@@ -110,6 +110,10 @@ class MultiAgentPPOLoss(LossModule):
             clip_fraction = masked_mean_per_agent(((ratio - 1.0).abs() > eps).float(), step.mask)  # [A]
         return -masked_mean(surrogate, step.mask), {"clip_fraction": clip_fraction}
 
+    def critic_value(self, td: TensorDictBase) -> torch.Tensor:
+        """The critic's estimate regressed on ``value_target``. Shapes: td [B] -> [B, A, 1]."""
+        return self.critic_network(td).get(self.tensor_keys.value)
+
     def entropy(self, dist: Distribution) -> torch.Tensor:
         """Per-agent policy entropy [B, A]: exact when the distribution has one, else −log π(ã), ã ~ π."""
         try:
@@ -139,7 +143,7 @@ class MultiAgentPPOLoss(LossModule):
         else:  # skipped: for a tanh-Gaussian the estimate costs a sample and a log-prob per step
             loss_entropy = torch.zeros((), device=log_ratio.device)
 
-        value = self.critic_network(td).get(self.tensor_keys.value)  # [B, A, 1]
+        value = self.critic_value(td)  # [B, A, 1]
         distance = _distance(value, target, self.loss_critic_type).squeeze(-1)  # [B, A]
         loss_critic = self.critic_coeff * masked_mean(distance, mask)
 

@@ -1,0 +1,91 @@
+"""Joint-action critics Q_i(s, a_i, a_−i) for every agent in one batched call (PERLA, paper 000)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tensordict import TensorDictBase
+from torch import nn
+from torchrl.modules import MultiAgentMLP
+
+from marl_lightning import keys
+from marl_lightning.envs.base import EnvSpec
+
+
+class JointActionQCritic(nn.Module):
+    """Q_i(c_i, a_i, a_−i) for all agents i at once (``MultiAgentMLP``, no loop over agents).
+
+    The context c_i is the env's global state (centralised, when the env has one), all agents'
+    observations (centralised, otherwise) or agent i's own observation (decentralised). Agent i's input
+    lists its own action first, then the others' in agent order, so one shared network can serve all agents.
+    Actions enter encoded: one-hot for discrete actions, as they are for continuous ones.
+
+    Shapes:
+        context: [*, A, C]; own, others: [*, A, e] (encoded actions, slot j = agent j) -> [*, A, 1].
+    """
+
+    def __init__(
+        self,
+        spec: EnvSpec,
+        cells: Sequence[int],
+        share_params: bool,
+        centralised: bool,
+        activation: type[nn.Module] = nn.Tanh,
+    ) -> None:
+        super().__init__()
+        n = spec.n_agents
+        self.n_agents = n
+        self.continuous = spec.continuous
+        self.action_dim = spec.action_dim
+        self.uses_state = centralised and spec.state_dim > 0
+        self.centralised = centralised
+        observed = spec.observation_dim * (n if centralised else 1)
+        context_dim = spec.state_dim if self.uses_state else observed
+        self.mlp = MultiAgentMLP(
+            n_agent_inputs=context_dim + n * spec.action_dim,
+            n_agent_outputs=1,
+            n_agents=n,
+            centralized=False,
+            share_params=share_params,
+            depth=len(cells),
+            num_cells=list(cells),
+            activation_class=activation,
+        )
+        order = [[i] + [j for j in range(n) if j != i] for i in range(n)]
+        self.register_buffer("slot_order", torch.tensor(order), persistent=False)  # [A, A]
+        self.register_buffer("own_slot", torch.eye(n, dtype=torch.bool), persistent=False)  # [A, A]
+
+    def context(self, td: TensorDictBase) -> torch.Tensor:
+        """c_i for every agent. Shapes: td [*] -> [*, A, C]."""
+        if self.uses_state:
+            state = td.get(keys.STATE)  # [*, S]
+            return state.unsqueeze(-2).expand(*state.shape[:-1], self.n_agents, state.shape[-1])
+        observation = td.get(keys.OBSERVATION)  # [*, A, F]
+        if not self.centralised:
+            return observation
+        flat = observation.flatten(-2)  # [*, A·F]
+        return flat.unsqueeze(-2).expand(*flat.shape[:-1], self.n_agents, flat.shape[-1])
+
+    def encode(self, action: torch.Tensor) -> torch.Tensor:
+        """Actions as critic inputs. Shapes: [*, A] (discrete) or [*, A, d] -> [*, A, e]."""
+        if self.continuous:
+            return action
+        return nn.functional.one_hot(action.long(), self.action_dim).to(torch.get_default_dtype())
+
+    def arrange(self, own: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+        """Agent i's joint-action input: own[i] first, then others[j] for j ≠ i in order.
+
+        Shapes: own, others [*, A, e] (broadcastable) -> [*, A, A·e].
+        """
+        # [*, A (whose input), A (slot), e]: slot j holds own[j] in agent j's input, others[j] elsewhere
+        full = torch.where(self.own_slot.unsqueeze(-1), own.unsqueeze(-3), others.unsqueeze(-3))
+        index = self.slot_order.unsqueeze(-1).expand(*full.shape)
+        return torch.gather(full, -2, index).flatten(-2)
+
+    def forward(self, context: torch.Tensor, own: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+        """Q_i(c_i, own_i, others_−i). Shapes: context [*, A, C], own/others [*, A, e] -> [*, A, 1]."""
+        own, others = torch.broadcast_tensors(own, others)
+        joint = self.arrange(own, others)  # [*, A, A·e]
+        context = context.expand(*joint.shape[:-1], context.shape[-1])
+        return self.mlp(torch.cat([context, joint], -1))

@@ -1,0 +1,136 @@
+"""PERLA's marginalised critic (paper 000): the joint-action input, Equation 2 against enumeration,
+Theorem 3 (same mean as K = 1), Theorem 1 (variance against K), and the module's advantages."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from marl_lightning import PERLAIPPO, PERLAMAPPO, keys
+from marl_lightning.models import JointActionQCritic, build_actor
+from marl_lightning.objectives.perla import exact_marginal_q, marginal_q, sample_joint_actions
+from tests.conftest import make_spec, synthetic_batch
+
+N_AGENTS, N_ACTIONS = 3, 2
+
+
+def _setup(batch: int = 16, seed: int = 0):
+    torch.manual_seed(seed)
+    spec = make_spec(n_agents=N_AGENTS, observation_dim=4, continuous=False)
+    spec = type(spec)(**{**spec.__dict__, "action_dim": N_ACTIONS})
+    actor = build_actor(spec, [8], share_params=False)
+    critic = JointActionQCritic(spec, [16], share_params=False, centralised=True)
+    td = synthetic_batch(spec, batch=batch, generator_seed=seed)
+    with torch.no_grad():
+        actor(td)
+        probs = torch.softmax(td[keys.LOGITS], -1)  # [B, A, n]
+    return actor, critic, td, probs
+
+
+def test_each_agent_sees_its_own_action_first_then_the_others_in_order():
+    _, critic, _, _ = _setup()
+    own = torch.tensor([[10.0], [11.0], [12.0]])  # [A, e=1]
+    others = torch.tensor([[20.0], [21.0], [22.0]])
+    arranged = critic.arrange(own, others)  # [A, A]
+    assert arranged.tolist() == [[10, 21, 22], [11, 20, 22], [12, 20, 21]]
+
+
+def test_exact_marginal_q_equals_a_brute_force_sum():
+    _, critic, td, probs = _setup(batch=4)
+    context, own = critic.context(td), critic.encode(td[keys.ACTION])
+    exact = exact_marginal_q(critic, context, own, probs)  # [4, A, 1]
+    with torch.no_grad():
+        for b, i in itertools.product(range(4), range(N_AGENTS)):
+            total = 0.0
+            others_idx = [j for j in range(N_AGENTS) if j != i]
+            for combo in itertools.product(range(N_ACTIONS), repeat=N_AGENTS - 1):
+                joint = td[keys.ACTION][b].clone()
+                p = 1.0
+                for j, a in zip(others_idx, combo, strict=True):
+                    joint[j] = a
+                    p *= float(probs[b, j, a])
+                q = critic(context[b], own[b], critic.encode(joint))[i, 0]
+                total += p * float(q)
+            assert float(exact[b, i, 0]) == pytest.approx(total, abs=1e-5)
+
+
+def test_marginal_q_converges_to_the_exact_expectation_as_k_grows():
+    actor, critic, td, probs = _setup(batch=32)
+    context, own = critic.context(td), critic.encode(td[keys.ACTION])
+    with torch.no_grad():
+        exact = exact_marginal_q(critic, context, own, probs)
+        errors = {}
+        for k in (1, 16, 4096):
+            torch.manual_seed(1)
+            q_hat, _ = marginal_q(critic, context, own, sample_joint_actions(actor, td, k, critic))
+            errors[k] = float((q_hat - exact).abs().mean())
+    assert errors[4096] < errors[16] < errors[1]
+    assert errors[4096] < 2e-3
+
+
+def test_k_samples_and_one_sample_have_the_same_mean_theorem_3():
+    actor, critic, td, _ = _setup(batch=256)
+    context, own = critic.context(td), critic.encode(td[keys.ACTION])
+    with torch.no_grad():
+        torch.manual_seed(2)
+        single = [marginal_q(critic, context, own, sample_joint_actions(actor, td, 1, critic))[0].mean()
+                  for _ in range(200)]
+        many = marginal_q(critic, context, own, sample_joint_actions(actor, td, 64, critic))[0].mean()
+    single = torch.stack(single)
+    standard_error = single.std() / len(single) ** 0.5
+    assert abs(float(single.mean() - many)) < 4 * float(standard_error) + 1e-4
+
+
+def test_variance_falls_with_k_as_theorem_1_predicts():
+    actor, critic, td, probs = _setup(batch=512)
+    context, own = critic.context(td), critic.encode(td[keys.ACTION])
+    with torch.no_grad():
+        exact = exact_marginal_q(critic, context, own, probs)  # Q̃ [B, A, 1]
+        torch.manual_seed(3)
+        _, single = marginal_q(critic, context, own, sample_joint_actions(actor, td, 64, critic))
+        var_q, var_exact = float(single.var()), float(exact.var())  # Var(Q), Var(Q̃) over (s, a_i, samples)
+        for k in (1, 4, 16):
+            q_hat, _ = marginal_q(critic, context, own, sample_joint_actions(actor, td, k, critic))
+            predicted = var_q / k + (k - 1) / k * var_exact
+            assert float(q_hat.var()) == pytest.approx(predicted, rel=0.15), k
+
+
+@pytest.mark.parametrize("algorithm", [PERLAMAPPO, PERLAIPPO])
+def test_k_is_a_hyperparameter_and_the_critic_sees_the_joint_action(algorithm):
+    spec = make_spec(n_agents=3, observation_dim=5, continuous=False)
+    module = algorithm(env_spec=spec, n_samples=4, critic_cells=[8])
+    assert module.loss_module.n_samples == 4
+    inputs = module.critic.mlp.n_agent_inputs
+    context = 3 * 5 if algorithm is PERLAMAPPO else 5
+    assert inputs == context + 3 * spec.action_dim
+    with pytest.raises(Exception, match="n_samples"):
+        algorithm(env_spec=spec, n_samples=0)
+
+
+@pytest.mark.simulator
+@pytest.mark.parametrize("advantage", ["td", "gae", "q"])
+def test_module_advantages_on_a_real_batch(advantage):
+    from marl_lightning.data.team_signals import expand_team_signals
+    from marl_lightning.envs import StochasticGameTask
+
+    torch.manual_seed(0)
+    factory = StochasticGameTask(n_states=5, n_agents=3, n_actions=2, horizon=4)
+    module = PERLAMAPPO(env_spec=factory.spec(), n_samples=4, advantage=advantage, critic_cells=[16],
+                        actor_cells=[16], minibatch_size=8)
+    env = factory.make_transformed(6, "cpu", seed=0)
+    with torch.no_grad():
+        batch = expand_team_signals(env.rollout(4, module.policy), n_agents=3)  # [6, 4]
+    module.compute_advantages(batch)
+    advantage_ = batch[keys.ADVANTAGE]
+    assert advantage_.shape == (6, 4, 3, 1) and torch.isfinite(advantage_).all()
+    est = module.marginal_estimates(batch)
+    reward = batch[keys.nxt(keys.REWARD)]
+    terminal = batch[keys.nxt(keys.TERMINATED)]
+    if advantage == "td":  # the last step of each episode (horizon 4) does not bootstrap
+        assert terminal[:, -1].all()
+        # sampling differs between the two calls; the terminal step's target is the reward alone
+        torch.testing.assert_close(batch[keys.VALUE_TARGET][:, -1], reward[:, -1])
+    assert module._perla_stats["perla/advantage_var"] > 0
+    assert est["q_samples"].shape[0] == 4
