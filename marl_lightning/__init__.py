@@ -1,6 +1,15 @@
 """marl_lightning: cooperative multi-agent trust-region policy gradients on PyTorch Lightning."""
 
-from marl_lightning.algorithms import DPO, IPPO, JRPPO, MAPPO, PERLAIPPO, PERLAMAPPO, MultiAgentPPOModule
+from marl_lightning.algorithms import (
+    DPO,
+    IPPO,
+    JRPPO,
+    MAPPO,
+    PERLAIPPO,
+    PERLAMAPPO,
+    MultiAgentPPOModule,
+    SequentialPPO,
+)
 from marl_lightning.data import RolloutDataModule
 
 __all__ = [
@@ -12,4 +21,5 @@ __all__ = [
     "PERLAMAPPO",
     "MultiAgentPPOModule",
     "RolloutDataModule",
+    "SequentialPPO",
 ]

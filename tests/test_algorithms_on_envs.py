@@ -11,7 +11,9 @@ from marl_lightning.cli import MarlCLI
 from tests.conftest import CONF
 
 pytestmark = [pytest.mark.simulator, pytest.mark.slow]
-ALGORITHMS = ["mappo.yaml", "ippo.yaml", "dpo.yaml", "jrppo.yaml", "perla_mappo.yaml", "perla_ippo.yaml"]
+ALGORITHMS = [
+    "mappo.yaml", "ippo.yaml", "dpo.yaml", "jrppo.yaml", "perla_mappo.yaml", "perla_ippo.yaml", "seqppo.yaml"
+]
 ENVS = sorted((CONF / "env").glob("*.yaml"))
 
 

@@ -6,5 +6,6 @@ from marl_lightning.algorithms.ippo import IPPO
 from marl_lightning.algorithms.jrppo import JRPPO
 from marl_lightning.algorithms.mappo import MAPPO
 from marl_lightning.algorithms.perla import PERLAIPPO, PERLAMAPPO
+from marl_lightning.algorithms.sequential import SequentialPPO
 
-__all__ = ["DPO", "IPPO", "JRPPO", "MAPPO", "PERLAIPPO", "PERLAMAPPO", "MultiAgentPPOModule"]
+__all__ = ["DPO", "IPPO", "JRPPO", "MAPPO", "PERLAIPPO", "PERLAMAPPO", "MultiAgentPPOModule", "SequentialPPO"]
