@@ -8,6 +8,7 @@ from marl_lightning.algorithms import (
     PERLAIPPO,
     PERLAMAPPO,
     MultiAgentPPOModule,
+    PessimisticSequentialPPO,
     SequentialPPO,
 )
 from marl_lightning.data import RolloutDataModule
@@ -20,6 +21,7 @@ __all__ = [
     "PERLAIPPO",
     "PERLAMAPPO",
     "MultiAgentPPOModule",
+    "PessimisticSequentialPPO",
     "RolloutDataModule",
     "SequentialPPO",
 ]

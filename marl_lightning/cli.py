@@ -12,7 +12,6 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import MLFlowLogger
 from typing_extensions import override
 
-from marl_lightning.algorithms import MultiAgentPPOModule
 from marl_lightning.algorithms.validation import check_minibatching
 from marl_lightning.data import RolloutDataModule
 from marl_lightning.distributed import RolloutDDPStrategy
@@ -59,7 +58,7 @@ class MarlCLI(LightningCLI):
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         super().__init__(
-            model_class=MultiAgentPPOModule,
+            model_class=LightningModule,  # every algorithm module; all take env_spec
             subclass_mode_model=True,
             datamodule_class=RolloutDataModule,
             parser_class=MarlArgumentParser,

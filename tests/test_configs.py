@@ -10,6 +10,9 @@ from tests.conftest import CONF
 
 CONFIGS = sorted(CONF.glob("*.yaml"))
 ENV_CONFIGS = sorted((CONF / "env").glob("*.yaml"))
+# Algorithms that run on the rollout machinery, so every task file composes with them (the tabular
+# seqppo_pessimistic.yaml names its own game; tests/test_pessimistic.py checks what it refuses).
+ROLLOUT_CONFIGS = [p for p in CONFIGS if p.name != "seqppo_pessimistic.yaml"]
 EXPECTED = {"mappo.yaml": MAPPO, "ippo.yaml": IPPO}
 
 
@@ -49,7 +52,7 @@ def test_overrides_reach_the_objects(in_tmp):
 
 
 @pytest.mark.parametrize("env_config", ENV_CONFIGS, ids=lambda p: p.name)
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("config", ROLLOUT_CONFIGS, ids=lambda p: p.name)
 def test_env_config_composes_with_every_algorithm(config: Path, env_config: Path, in_tmp):
     cli = MarlCLI(args=["--config", str(config), "--config", str(env_config)], run=False)
     assert cli.model.env_spec == cli.datamodule.env_spec

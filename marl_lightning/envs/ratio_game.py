@@ -22,6 +22,7 @@ from torchrl.envs import EnvBase
 from marl_lightning import keys
 from marl_lightning.envs.base import EnvFactory
 from marl_lightning.errors import ConfigError
+from marl_lightning.tabular import TabularGame
 
 N_AGENTS = 2
 N_ACTIONS = 2
@@ -222,6 +223,17 @@ class RatioGameTask(EnvFactory):
 
     def make(self, num_envs: int, device: torch.device | str, seed: int) -> RatioGame:
         return RatioGame(num_envs=num_envs, max_steps=self._max_steps, device=device, seed=seed)
+
+    def tabular_model(self) -> TabularGame:
+        """The game for ``marl_lightning.tabular``: one state, joint action j = 2·a1 + a2, reward R[a1, a2],
+        continuation with probability 1 − S[a1, a2], undiscounted (the value is π1ᵀRπ2 / π1ᵀSπ2)."""
+        return TabularGame(
+            reward=REWARD_MATRIX.reshape(1, 4).clone(),
+            next_prob=(1.0 - STOP_MATRIX).reshape(1, 4, 1).clone(),
+            initial=torch.ones(1, dtype=torch.float64),
+            n_agents=N_AGENTS,
+            n_actions=N_ACTIONS,
+        )
 
     def evaluation_metrics(self, policy: torch.nn.Module, return_mean: float) -> dict[str, float]:
         """The exact value of the current stochastic joint policy (paper 002, Appendix E).

@@ -37,6 +37,7 @@ from torchrl.envs import EnvBase
 from marl_lightning import keys
 from marl_lightning.envs.base import EnvFactory
 from marl_lightning.errors import ConfigError
+from marl_lightning.tabular import TabularGame
 
 DEFAULT_HORIZON = 50
 DEFAULT_N_SUCCESSORS = 3
@@ -428,6 +429,32 @@ class StochasticGameTask(EnvFactory):
     def optimal_return(self) -> float:
         """The game's dynamic-programming optimum (computed once per game, on CPU)."""
         return _optimal_return(*self._game_args())
+
+    def tabular_model(self) -> TabularGame:
+        """The game as a time-augmented tabular model for ``marl_lightning.tabular`` (state (t, s) at index
+        t·S + s, t < H; after step H − 1 the game terminates), undiscounted.
+        """
+        rewards, next_states, next_probs = _game_tables(
+            self.n_states, self.n_agents, self.n_actions, self.n_successors, self.game_seed
+        )
+        s, h = self.n_states, self.horizon
+        n_joint = rewards.shape[1]
+        game = TabularGame(
+            reward=torch.zeros(s * h, n_joint, dtype=torch.float64),
+            next_prob=torch.zeros(0),
+            initial=torch.zeros(s * h, dtype=torch.float64),
+            n_agents=self.n_agents,
+            n_actions=self.n_actions,
+        )
+        game.check_size()
+        step = torch.zeros(s, n_joint, s, dtype=torch.float64)  # P(s' | s, j)
+        step.scatter_add_(-1, next_states, next_probs.double())
+        next_prob = torch.zeros(s * h, n_joint, s * h, dtype=torch.float64)
+        for t in range(h - 1):
+            next_prob[t * s : (t + 1) * s, :, (t + 1) * s : (t + 2) * s] = step
+        initial = torch.zeros(s * h, dtype=torch.float64)
+        initial[:s] = 1.0 / s
+        return TabularGame(rewards.double().repeat(h, 1), next_prob, initial, self.n_agents, self.n_actions)
 
     def evaluation_metrics(self, policy: torch.nn.Module, return_mean: float) -> dict[str, float]:
         """``eval/optimality_gap``: the DP optimum minus the evaluated mean episode return (paper Fig. 1a).
