@@ -30,7 +30,7 @@ class TrustRegionMonitor(Callback):
     ``ratio_range.png``, the per-agent min and max ratio against the optimisation epoch (median over
     iterations, the paper's Figure 1), and ``tv_cdf.png``, the cumulative distribution over iterations of
     each agent's D_TV and of their sum (the paper's Figure 2); both are logged to MLflow under
-    ``trust_region/`` (or written to ``<default_root_dir>/trust_region/`` without an MLflow logger).
+    ``trust_region/`` (or written to ``<log_dir>/trust_region/`` without an MLflow logger).
 
     Args:
         draw_at_end: draw and log the figures when a fit ends.
@@ -84,7 +84,7 @@ class TrustRegionMonitor(Callback):
         if mlflow_loggers:
             out_dir = Path(tempfile.mkdtemp(prefix="trust_region_"))
         else:
-            out_dir = Path(trainer.default_root_dir) / "trust_region"
+            out_dir = Path(trainer.log_dir or trainer.default_root_dir) / "trust_region"
             out_dir.mkdir(parents=True, exist_ok=True)
         paths = [
             self._draw_ratio_range(out_dir / "ratio_range.png"),
