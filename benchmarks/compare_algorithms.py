@@ -83,6 +83,9 @@ def main() -> None:
     parser.add_argument("--metric", default="train/return_mean")
     parser.add_argument("--workdir", default="benchmarks/out")
     parser.add_argument("--plot-only", action="store_true")
+    parser.add_argument("--also", nargs="*", default=[], metavar="TAG:ALGO",
+                        help="also show finished runs of another tag, e.g. stochastic_game:mappo")
+    parser.add_argument("--max-frames", type=int, default=None, help="cut every curve at this many frames")
     args = parser.parse_args()
     args.tag = args.tag or Path(args.env).stem
     workdir = Path(args.workdir).resolve()
@@ -98,12 +101,17 @@ def main() -> None:
     done = finished_runs(client)
     curves: dict[str, list[list[tuple[int, float]]]] = {}
     best = None
-    for algo in args.algos:
+    shown = [(args.tag, algo, algo) for algo in args.algos]
+    shown += [(*spec.split(":"), spec) for spec in args.also]
+    for tag, algo, label in shown:
         for seed in args.seeds:
-            run_id = done.get(run_name(args.tag, algo, seed))
+            run_id = done.get(run_name(tag, algo, seed))
             if run_id is None:
                 continue
-            curves.setdefault(algo, []).append(curve(client, run_id, args.metric))
+            points = curve(client, run_id, args.metric)
+            if args.max_frames:
+                points = [(f, v) for f, v in points if f <= args.max_frames]
+            curves.setdefault(label, []).append(points)
             best = best if best is not None else optimum(client, run_id)
 
     print(f"task {args.tag}: {args.metric}, mean of the last 3 iterations, median [min, max] over seeds")
