@@ -39,15 +39,20 @@ class TabularGame:
         return self.reward.shape[0]
 
     def check_size(self) -> None:
-        """Refuse games whose last agent's table (all of S × A^N) is too large for the closed form."""
-        cells = self.n_states * self.n_actions**self.n_agents
-        if cells > MAX_TABLE_CELLS:
-            raise ConfigError(
-                f"the pessimistic tabular algorithm solves a linear system over |S|·|A|^N = {self.n_states}·"
-                f"{self.n_actions}^{self.n_agents} = {cells} cells, above its limit of {MAX_TABLE_CELLS}. It "
-                "applies to small tabular games (the ratio game; the stochastic game with few states, agents "
-                "and a short horizon); use conf/seqppo.yaml on larger ones."
-            )
+        """Refuse games whose last agent's table is too large for the closed form (``check_table_size``)."""
+        check_table_size(self.n_states, self.n_actions, self.n_agents)
+
+
+def check_table_size(n_states: int, n_actions: int, n_agents: int) -> None:
+    """Refuse games whose last agent's table (all of S × A^N) is too large for the closed form."""
+    cells = n_states * n_actions**n_agents
+    if cells > MAX_TABLE_CELLS:
+        raise ConfigError(
+            f"the pessimistic tabular algorithm solves a linear system over |S|·|A|^N = {n_states}·"
+            f"{n_actions}^{n_agents} = {cells} cells, above its limit of {MAX_TABLE_CELLS}. It "
+            "applies to small tabular games (the ratio game; the stochastic game with few states, agents "
+            "and a short horizon); use conf/seqppo.yaml on larger ones."
+        )
 
 
 def policy_tables(thetas: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -10,6 +10,8 @@ from marl_lightning.algorithms.base import MultiAgentPPOModule
 from marl_lightning.errors import ConfigError
 from marl_lightning.objectives.dpo import DPOLoss
 
+_LOSS_OPTIONS = ("beta_init", "scale_by_n_agents", "sqrt_kl_per_state", "clip", "use_sqrt_kl", "use_kl")
+
 
 class DPO(MultiAgentPPOModule):
     """Each agent has its own actor and decentralised critic and maximises Equation 20 of paper 003.
@@ -46,14 +48,6 @@ class DPO(MultiAgentPPOModule):
     ) -> None:
         if not beta_init > 0 or not d_target > 0:
             raise ConfigError(f"model.beta_init ({beta_init}) and model.d_target ({d_target}) must be > 0.")
-        self._dpo_options = {
-            "beta_init": beta_init,
-            "scale_by_n_agents": scale_by_n_agents,
-            "sqrt_kl_per_state": sqrt_kl_per_state,
-            "clip": clip,
-            "use_sqrt_kl": use_sqrt_kl,
-            "use_kl": use_kl,
-        }
         super().__init__(
             *args, share_actor_params=share_actor_params, share_critic_params=share_critic_params, **kwargs
         )
@@ -69,7 +63,8 @@ class DPO(MultiAgentPPOModule):
 
     @override
     def make_loss(self) -> DPOLoss:
-        options = {**self._dpo_options, **self.loss_kwargs()}
+        hp = self.hparams
+        options = {name: hp[name] for name in _LOSS_OPTIONS} | self.loss_kwargs()
         return DPOLoss(self.actor, self.critic, n_agents=self.env_spec.n_agents, **options)
 
     @override

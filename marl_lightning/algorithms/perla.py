@@ -55,7 +55,6 @@ class PERLAModule(MultiAgentPPOModule):
     ) -> None:
         if n_samples < 1:
             raise ConfigError(f"model.n_samples (K) must be >= 1, got {n_samples}.")
-        self._n_samples = n_samples
         super().__init__(*args, **kwargs)
         self._perla_stats: dict[str, float] = {}
 
@@ -68,7 +67,7 @@ class PERLAModule(MultiAgentPPOModule):
 
     @override
     def make_loss(self) -> PERLALoss:
-        return PERLALoss(self.actor, self.critic, n_samples=self._n_samples, **self.loss_kwargs())
+        return PERLALoss(self.actor, self.critic, n_samples=self.hparams.n_samples, **self.loss_kwargs())
 
     @torch.no_grad()
     def marginal_estimates(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
@@ -77,7 +76,7 @@ class PERLAModule(MultiAgentPPOModule):
         Shapes: batch [B, T] -> each [B, T, A, 1]; ``q_samples`` [K, B, T, A, 1].
         """
         critic: JointActionQCritic = self.critic
-        k = self._n_samples
+        k = self.hparams.n_samples
         own = critic.encode(batch.get(keys.ACTION))  # [B, T, A, e]
         context = critic.context(batch)
         samples = sample_joint_actions(self.actor, batch, k, critic)  # [K, B, T, A, e]

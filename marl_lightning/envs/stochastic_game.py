@@ -37,7 +37,7 @@ from torchrl.envs import EnvBase
 from marl_lightning import keys
 from marl_lightning.envs.base import EnvFactory
 from marl_lightning.errors import ConfigError
-from marl_lightning.tabular import TabularGame
+from marl_lightning.tabular import TabularGame, check_table_size
 
 DEFAULT_HORIZON = 50
 DEFAULT_N_SUCCESSORS = 3
@@ -434,19 +434,12 @@ class StochasticGameTask(EnvFactory):
         """The game as a time-augmented tabular model for ``marl_lightning.tabular`` (state (t, s) at index
         t·S + s, t < H; after step H − 1 the game terminates), undiscounted.
         """
+        s, h = self.n_states, self.horizon
+        check_table_size(s * h, self.n_actions, self.n_agents)
         rewards, next_states, next_probs = _game_tables(
             self.n_states, self.n_agents, self.n_actions, self.n_successors, self.game_seed
         )
-        s, h = self.n_states, self.horizon
         n_joint = rewards.shape[1]
-        game = TabularGame(
-            reward=torch.zeros(s * h, n_joint, dtype=torch.float64),
-            next_prob=torch.zeros(0),
-            initial=torch.zeros(s * h, dtype=torch.float64),
-            n_agents=self.n_agents,
-            n_actions=self.n_actions,
-        )
-        game.check_size()
         step = torch.zeros(s, n_joint, s, dtype=torch.float64)  # P(s' | s, j)
         step.scatter_add_(-1, next_states, next_probs.double())
         next_prob = torch.zeros(s * h, n_joint, s * h, dtype=torch.float64)

@@ -81,4 +81,4 @@ class DPOLoss(MultiAgentPPOLoss):
         )  # [A]
         with torch.no_grad():
             clip_fraction = masked_mean_per_agent(((ratio - 1.0).abs() > eps).float(), step.mask)
-        return per_agent.mean(), {"clip_fraction": clip_fraction, "kl_exact": mean_kl.detach()}
+        return per_agent.mean(), {"clip_fraction": clip_fraction}
