@@ -7,7 +7,10 @@ from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
 from typing_extensions import override
+
+from marl_lightning.loggers import MLFLOW_RUN_KEY
 
 
 class IterationCheckpoint(ModelCheckpoint):
@@ -17,7 +20,8 @@ class IterationCheckpoint(ModelCheckpoint):
 
     An iteration is one collected batch, so a checkpoint never holds a half-done update; an interrupted
     run loses at most the iteration in flight plus ``every_n_iterations - 1``. Files are replaced
-    atomically. ``fit --ckpt_path last`` resumes from it.
+    atomically. ``fit --ckpt_path last`` resumes from it, logging into the same MLflow run (its id is in the
+    checkpoint under ``"mlflow_run_id"``).
     """
 
     def __init__(self, dirpath: str | None = None, every_n_iterations: int = 1) -> None:
@@ -53,6 +57,15 @@ class IterationCheckpoint(ModelCheckpoint):
             os.replace(partial, filepath)
         trainer.strategy.barrier("IterationCheckpoint")
         self._last_checkpoint_saved = filepath
+
+    @override
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Record the MLflow run, so that ``fit --ckpt_path`` goes on logging into it."""
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger) and logger.run_id is not None:
+                checkpoint[MLFLOW_RUN_KEY] = logger.run_id
 
     def _save_last(self, trainer: Trainer) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":

@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Any, NoReturn
 
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -15,6 +16,8 @@ from typing_extensions import override
 from marl_lightning.algorithms.validation import check_minibatching
 from marl_lightning.data import RolloutDataModule
 from marl_lightning.distributed import RolloutDDPStrategy
+from marl_lightning.loggers import MLFLOW_RUN_KEY
+from marl_lightning.loggers import MLFlowLogger as ContinuableMLFlowLogger
 
 _MLFLOW_DEFAULT_EXPERIMENT = "lightning_logs"  # MLFlowLogger's experiment_name when none is given
 
@@ -104,6 +107,43 @@ class MarlCLI(LightningCLI):
         for callback in self.trainer.callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = os.path.join("checkpoints", label)
+
+
+    def before_fit(self) -> None:
+        """A fit resumed from a checkpoint goes on logging into the MLflow run recorded in it."""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
+        path = _resolve_checkpoint(ckpt_path, self.trainer)
+        if path is None:
+            return
+        try:
+            run_id = torch.load(path, map_location="cpu", weights_only=True).get(MLFLOW_RUN_KEY)
+        except Exception:  # an unreadable checkpoint is reported by Lightning when the fit loads it
+            return
+        if run_id is None:
+            return
+        for logger in self.trainer.loggers:
+            if isinstance(logger, ContinuableMLFlowLogger) and logger._run_id is None:
+                logger.continue_run(run_id)
+
+
+def _resolve_checkpoint(ckpt_path: str | None, trainer: Trainer) -> str | None:
+    """The file ``fit --ckpt_path`` will load: a path, or for ``last`` the newest ``last*.ckpt`` in the
+    checkpoint callbacks' folders (as Lightning resolves it); None if there is none."""
+    if not ckpt_path or ckpt_path in ("best", "hpc", "registry"):
+        return None
+    if ckpt_path != "last":
+        return ckpt_path if os.path.isfile(ckpt_path) else None
+    folders = {
+        callback.dirpath for callback in trainer.callbacks if isinstance(callback, ModelCheckpoint)
+    }
+    candidates = [
+        os.path.join(folder, name)
+        for folder in folders
+        if folder and os.path.isdir(folder)
+        for name in os.listdir(folder)
+        if name.startswith("last") and name.endswith(".ckpt")
+    ]
+    return max(candidates, key=os.path.getmtime, default=None)
 
 
 def _env_spec_of(datamodule: RolloutDataModule):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import cli_command
@@ -91,3 +92,45 @@ def test_runs_and_checkpoints_are_named_after_algorithm_and_task(in_tmp):
     (run,) = client.search_runs([client.get_experiment_by_name("ippo-ratio_game").experiment_id])
     assert run.info.run_name == "ippo-ratio_game-seed0"
     assert (in_tmp / "checkpoints" / "ippo-ratio_game" / "last.ckpt").exists()
+
+
+def test_resumed_fit_continues_its_mlflow_run(in_tmp):
+    """Interrupt-and-resume is one MLflow run: metrics go on at the restored step, a changed parameter
+    keeps its first value and records the new one as a ``resumed/`` tag."""
+    from marl_lightning.cli import MarlCLI
+    from tests.conftest import cli_args
+
+    def fit(total_frames: int, *extra: str) -> None:
+        # an absolute store: MLflow caches stores by URI within a process, across tests' working dirs
+        store = f"sqlite:///{in_tmp / 'mlflow.db'}"
+        frames = str(total_frames)
+        MarlCLI(args=cli_args(
+            "fit", "--data.total_frames", frames, "--seed_everything", "3",
+            "--trainer.logger.init_args.tracking_uri", store, *extra,
+        ))
+
+    fit(400)
+    checkpoint = torch.load(in_tmp / "checkpoints/mappo-navigation/last.ckpt", weights_only=True)
+    fit(800, "--ckpt_path", "last")
+
+    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("mappo-navigation").experiment_id])
+    assert run.info.run_id == checkpoint["mlflow_run_id"]
+    assert run.info.run_name == "mappo-navigation-seed3"
+    assert run.info.status == "FINISHED"
+    frames = client.get_metric_history(run.info.run_id, "train/frames")
+    assert [(m.step, m.value) for m in frames] == [(s, float(s)) for s in (200, 400, 600, 800)]
+    assert run.data.params["total_frames"] == "400"
+    assert run.data.tags["resumed/total_frames"] == "800"
+    assert run.data.params["clip_epsilon"] == "0.2"
+    assert not any(key.startswith("resumed/") and key != "resumed/total_frames" for key in run.data.tags)
+
+
+def test_a_checkpoint_run_missing_from_the_store_is_not_continued(in_tmp):
+    from marl_lightning.loggers import MLFlowLogger
+
+    logger = MLFlowLogger(experiment_name="x", tracking_uri=f"sqlite:///{in_tmp / 'other.db'}")
+    with pytest.warns(UserWarning, match="not in the store"):
+        assert not logger.continue_run("0123456789abcdef0123456789abcdef")
+    assert not logger.continued
+    assert logger.run_id is not None  # a fresh run

@@ -1,0 +1,73 @@
+"""MLflow logging that continues the interrupted run when a fit resumes from a checkpoint."""
+
+from __future__ import annotations
+
+from argparse import Namespace
+from typing import Any
+
+from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
+from lightning.pytorch.loggers import MLFlowLogger as _LightningMLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from typing_extensions import override
+
+PARAM_VALUE_LIMIT = 250  # Lightning's MLFlowLogger truncates parameter values to this many characters
+RESUMED_TAG_PREFIX = "resumed/"
+MLFLOW_RUN_KEY = "mlflow_run_id"  # checkpoint key (callbacks.IterationCheckpoint): the run to continue
+
+
+class MLFlowLogger(_LightningMLFlowLogger):
+    """Lightning's ``MLFlowLogger`` (same arguments) that can go on logging into an existing run.
+
+    ``fit --ckpt_path ...`` calls :meth:`continue_run` with the run recorded in the checkpoint, so an
+    interrupted and resumed fit is one MLflow run whose metrics continue at the restored step. MLflow
+    parameters are immutable: on a continued run, parameters already recorded with the same value are not
+    sent again, new ones are added, and a changed one (say a larger ``data.total_frames``) keeps its first
+    value and gets its new value as the tag ``resumed/<name>``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.continued = False
+
+    def continue_run(self, run_id: str) -> bool:
+        """Log into ``run_id`` instead of creating a run, if this tracking store has it; returns whether so.
+
+        Must be called before anything is logged (the CLI does it before the fit starts).
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._mlflow_client.get_run(run_id)
+        except MlflowException:
+            rank_zero_warn(
+                f"The checkpoint's MLflow run {run_id} is not in the store {self._tracking_uri}; "
+                "the resumed fit logs to a new run."
+            )
+            return False
+        self._run_id = run_id
+        self.continued = True
+        self._mark_running(run_id)
+        return True
+
+    @rank_zero_only
+    def _mark_running(self, run_id: str) -> None:
+        self._mlflow_client.update_run(run_id, status="RUNNING")
+
+    @override
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace) -> None:
+        if not self.continued:
+            super().log_hyperparams(params)
+            return
+        recorded = self.experiment.get_run(self.run_id).data.params
+        flat = _flatten_dict(_convert_params(params))
+        new = {key: value for key, value in flat.items() if key not in recorded}
+        changed = {
+            key: str(value)[:PARAM_VALUE_LIMIT]
+            for key, value in flat.items()
+            if key in recorded and recorded[key] != str(value)[:PARAM_VALUE_LIMIT]
+        }
+        if new:
+            super().log_hyperparams(new)
+        for key, value in changed.items():
+            self.experiment.set_tag(self.run_id, RESUMED_TAG_PREFIX + key, value)
