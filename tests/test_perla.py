@@ -37,6 +37,27 @@ def test_each_agent_sees_its_own_action_first_then_the_others_in_order():
     assert arranged.tolist() == [[10, 21, 22], [11, 20, 22], [12, 20, 21]]
 
 
+def test_a_shared_critic_knows_whose_action_comes_first():
+    """With one network for all agents and the same global context, Q_i(s, a) = 1[a_0 = 0] for every i
+    (a team value that depends on agent 0's action) is fittable only if the input says which agent i is:
+    agent 0's input starts with a_0, agent 1's with a_1."""
+    torch.manual_seed(0)
+    spec = make_spec(n_agents=N_AGENTS, observation_dim=4, continuous=False)
+    spec = type(spec)(**{**spec.__dict__, "action_dim": N_ACTIONS})
+    critic = JointActionQCritic(spec, [32, 32], share_params=True, centralised=True)
+    joint = torch.tensor(list(itertools.product(range(N_ACTIONS), repeat=N_AGENTS)))  # [8, A]
+    actions = critic.encode(joint)  # [8, A, n]
+    context = torch.zeros(len(joint), N_AGENTS, N_AGENTS * 4)  # [8, A, C]: the same for every agent
+    target = (joint[:, :1] == 0).to(torch.float32).expand(-1, N_AGENTS).unsqueeze(-1)  # [8, A, 1]
+    optimiser = torch.optim.Adam(critic.parameters(), lr=1e-2)
+    for _ in range(300):
+        optimiser.zero_grad()
+        loss = (critic(context, actions, actions) - target).pow(2).mean()
+        loss.backward()
+        optimiser.step()
+    assert float((critic(context, actions, actions) - target).abs().max()) < 0.1
+
+
 def test_exact_marginal_q_equals_a_brute_force_sum():
     _, critic, td, probs = _setup(batch=4)
     context, own = critic.context(td), critic.encode(td[keys.ACTION])
@@ -104,7 +125,8 @@ def test_k_is_a_hyperparameter_and_the_critic_sees_the_joint_action(algorithm):
     assert module.loss_module.n_samples == 4
     inputs = module.critic.mlp.n_agent_inputs
     context = 3 * 5 if algorithm is PERLAMAPPO else 5
-    assert inputs == context + 3 * spec.action_dim
+    shared = module.hparams.share_critic_params
+    assert inputs == context + 3 * spec.action_dim + (3 if shared else 0)  # + the agent's one-hot index
     with pytest.raises(Exception, match="n_samples"):
         algorithm(env_spec=spec, n_samples=0)
 

@@ -19,7 +19,8 @@ class JointActionQCritic(nn.Module):
     The context c_i is the env's global state (centralised, when the env has one), all agents'
     observations (centralised, otherwise) or agent i's own observation (decentralised). Agent i's input
     lists its own action first, then the others' in agent order, so one shared network can serve all agents.
-    Actions enter encoded: one-hot for discrete actions, as they are for continuous ones.
+    Actions enter encoded: one-hot for discrete actions, as they are for continuous ones. A network shared by
+    all agents (``share_params``) also gets the one-hot index of agent i.
 
     Shapes:
         context: [*, A, C]; own, others: [*, A, e] (encoded actions, slot j = agent j) -> [*, A, 1].
@@ -42,8 +43,11 @@ class JointActionQCritic(nn.Module):
         self.centralised = centralised
         observed = spec.observation_dim * (n if centralised else 1)
         context_dim = spec.state_dim if self.uses_state else observed
+        # A network shared by all agents is told whose Q it computes: without the index, an own-action-first
+        # input does not say whose action comes first (nor which part of a global context is that agent's).
+        self.identify = share_params
         self.mlp = MultiAgentMLP(
-            n_agent_inputs=context_dim + n * spec.action_dim,
+            n_agent_inputs=context_dim + n * spec.action_dim + (n if share_params else 0),
             n_agent_outputs=1,
             n_agents=n,
             centralized=False,
@@ -88,4 +92,7 @@ class JointActionQCritic(nn.Module):
         own, others = torch.broadcast_tensors(own, others)
         joint = self.arrange(own, others)  # [*, A, A·e]
         context = context.expand(*joint.shape[:-1], context.shape[-1])
-        return self.mlp(torch.cat([context, joint], -1))
+        inputs = [context, joint]
+        if self.identify:
+            inputs.append(self.own_slot.to(joint.dtype).expand(*joint.shape[:-1], self.n_agents))  # one-hot i
+        return self.mlp(torch.cat(inputs, -1))
