@@ -108,7 +108,6 @@ class MarlCLI(LightningCLI):
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = os.path.join("checkpoints", label)
 
-
     def before_fit(self) -> None:
         """A fit resumed from a checkpoint goes on logging into the MLflow run recorded in it."""
         ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
@@ -127,22 +126,16 @@ class MarlCLI(LightningCLI):
 
 
 def _resolve_checkpoint(ckpt_path: str | None, trainer: Trainer) -> str | None:
-    """The file ``fit --ckpt_path`` will load: a path, or for ``last`` the newest ``last*.ckpt`` in the
-    checkpoint callbacks' folders (as Lightning resolves it); None if there is none."""
+    """The file ``fit --ckpt_path`` will load: a path, or for ``last`` the newest last checkpoint that
+    Lightning finds in the checkpoint callbacks' folders; None if there is none."""
     if not ckpt_path or ckpt_path in ("best", "hpc", "registry"):
         return None
     if ckpt_path != "last":
         return ckpt_path if os.path.isfile(ckpt_path) else None
-    folders = {
-        callback.dirpath for callback in trainer.callbacks if isinstance(callback, ModelCheckpoint)
-    }
-    candidates = [
-        os.path.join(folder, name)
-        for folder in folders
-        if folder and os.path.isdir(folder)
-        for name in os.listdir(folder)
-        if name.startswith("last") and name.endswith(".ckpt")
-    ]
+    candidates: set[str] = set()
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath is not None:
+            candidates |= callback._find_last_checkpoints(trainer)
     return max(candidates, key=os.path.getmtime, default=None)
 
 

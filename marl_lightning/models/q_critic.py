@@ -18,9 +18,9 @@ class JointActionQCritic(nn.Module):
 
     The context c_i is the env's global state (centralised, when the env has one), all agents'
     observations (centralised, otherwise) or agent i's own observation (decentralised). Agent i's input
-    lists its own action first, then the others' in agent order, so one shared network can serve all agents.
-    Actions enter encoded: one-hot for discrete actions, as they are for continuous ones. A network shared by
-    all agents (``share_params``) also gets the one-hot index of agent i.
+    lists its own action first, then the others' in agent order; a network shared by all agents
+    (``share_params``) also gets the one-hot index of agent i, so that it knows whose action comes first.
+    Actions enter encoded: one-hot for discrete actions, as they are for continuous ones.
 
     Shapes:
         context: [*, A, C]; own, others: [*, A, e] (encoded actions, slot j = agent j) -> [*, A, 1].
