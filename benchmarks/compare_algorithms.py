@@ -2,7 +2,8 @@
 
 Usage:
     python benchmarks/compare_algorithms.py --env conf/env/stochastic_game.yaml \
-        --algos mappo ippo dpo --seeds 0 1 2 --frames 300000 [--tag sg] [--set model.init_args.lr=5e-4]
+        --algos mappo ippo dpo --seeds 0 1 2 --frames 300000 [--tag sg] [--set model.init_args.lr=5e-4] \
+        [--with conf/paper/dpo_settings.yaml]
 
 Each algorithm is a config of ``conf/`` (``mappo`` -> ``conf/mappo.yaml``), composed with the task's
 ``--env`` config. Runs go one after another (two runs sharing 2 cores slow each other) into
@@ -43,7 +44,8 @@ def train(args: argparse.Namespace, algo: str, seed: int, workdir: Path) -> None
     cmd = [
         sys.executable, "-m", "marl_lightning", "fit",
         "--config", f"conf/{algo}.yaml", "--config", args.env,
-        "--seed_everything", str(seed), "--data.total_frames", str(args.frames),
+        *(arg for config in args.with_configs for arg in ("--config", config)),
+        "--seed_everything", str(seed), "--model.total_frames", str(args.frames),
         "--trainer.logger.init_args.tracking_uri", f"sqlite:///{workdir / 'compare.db'}",
         "--trainer.logger.init_args.run_name", name,
         "--trainer.enable_progress_bar", "false",
@@ -80,6 +82,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=300_000)
     parser.add_argument("--tag", default=None, help="run-name prefix (default: the env config's stem)")
     parser.add_argument("--set", nargs="*", default=[], help="extra CLI overrides key=value for every run")
+    parser.add_argument("--with", dest="with_configs", nargs="*", default=[], metavar="CONFIG",
+                        help="configs composed after the task's, e.g. conf/paper/dpo_settings.yaml")
     parser.add_argument("--metric", default="train/return_mean")
     parser.add_argument("--workdir", default="benchmarks/out")
     parser.add_argument("--plot-only", action="store_true")

@@ -25,7 +25,7 @@ def run_seed(config: str, seed: int, frames: int, workdir: Path) -> str:
     run_name = f"curve-seed{seed}"
     cmd = [
         sys.executable, "-m", "marl_lightning", "fit", "--config", config,
-        "--seed_everything", str(seed), "--data.total_frames", str(frames),
+        "--seed_everything", str(seed), "--model.total_frames", str(frames),
         "--trainer.logger.init_args.tracking_uri", f"sqlite:///{workdir / 'curves.db'}",
         "--trainer.logger.init_args.run_name", run_name,
         "--trainer.enable_progress_bar", "false",

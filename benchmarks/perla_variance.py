@@ -39,7 +39,7 @@ def main() -> None:
         "fit", "--config", "conf/perla_mappo.yaml", "--config", "conf/env/stochastic_game.yaml",
         "--data.env.init_args.n_states", "20", "--data.env.init_args.n_agents", "3",
         "--data.env.init_args.horizon", "20", "--data.num_envs", "60", "--data.frames_per_batch", str(frames),
-        "--data.total_frames", str(frames * args.iterations), "--model.init_args.minibatch_size", "400",
+        "--model.total_frames", str(frames * args.iterations), "--model.init_args.minibatch_size", "400",
         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
         "--trainer.limit_val_batches", "0", "--trainer.callbacks.init_args.dirpath", workdir,
     ])

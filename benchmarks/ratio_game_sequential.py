@@ -40,7 +40,7 @@ def set_initial_policy(model, probabilities: list[list[float]]) -> None:
 def run(algorithm: str, seed: int, args: argparse.Namespace, workdir: Path) -> list[float]:
     cli = MarlCLI(args=[
         "--config", f"conf/{algorithm}.yaml", "--config", "conf/env/ratio_game.yaml",
-        "--data.total_frames", str(FRAMES * args.iterations), "--model.init_args.lr", str(args.lr),
+        "--model.total_frames", str(FRAMES * args.iterations), "--model.init_args.lr", str(args.lr),
         "--model.init_args.num_epochs", "5", "--model.init_args.share_actor_params", "false",
         "--model.init_args.actor_cells", "[16]", "--model.init_args.critic_cells", "[64, 64]",
         "--seed_everything", str(seed), "--trainer.val_check_interval", "1",

@@ -39,7 +39,7 @@ def main() -> None:
     walls = []
     for seed in range(1, args.runs + 1):
         cmd = [sys.executable, "-m", "marl_lightning", "fit", *ARGS,
-               "--data.total_frames", str(args.frames), "--seed_everything", str(seed)]
+               "--model.total_frames", str(args.frames), "--seed_everything", str(seed)]
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - start

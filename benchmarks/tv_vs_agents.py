@@ -54,7 +54,7 @@ def main() -> None:
                     sys.executable, "-m", "marl_lightning", "fit", "--config", "conf/mappo.yaml",
                     "--data.env.init_args.n_agents", str(n), "--data.num_envs", "30",
                     "--data.frames_per_batch", str(frames_per_batch),
-                    "--data.total_frames", str(frames_per_batch * args.iterations),
+                    "--model.total_frames", str(frames_per_batch * args.iterations),
                     "--model.init_args.minibatch_size", "300", "--model.init_args.lr", str(args.lr), *extra,
                     "--seed_everything", str(seed), "--trainer.limit_val_batches", "0",
                     "--trainer.enable_progress_bar", "false",

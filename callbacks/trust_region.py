@@ -16,15 +16,13 @@ from typing_extensions import override
 class TrustRegionMonitor(Callback):
     """Logs, per iteration and agent, how far the update moved each policy, and draws the paper's figures.
 
-    Turns on the module's ``trust_region_stats``, so each iteration's outputs also hold, after the update:
+    Turns on the module's ``trust_region_stats``, so each iteration also measures, after the update,
     D_TV(π_old, π_new) per agent (exact for discrete actions by Proposition 5.1 of paper 004; for continuous
     ones the unbiased estimate E_{a~π_old}[(1 − π_new/π_old)⁺] on the collected actions, see
-    ``marl_lightning.objectives.divergences.total_variation``), the clip fraction and the joint ratio's
-    range. The module itself logs the exact KL (``tr/kl/agent_{i}``) and the min/max independent ratio at
-    every optimisation epoch (``tr/ratio_min/epoch_{k}``, ``tr/ratio_max/epoch_{k}``).
-
-    Logged here: ``tr/tv/agent_{i}``, ``tr/tv_sum`` (the centralised trust region, Σ_i D_TV),
-    ``tr/clip_fraction/agent_{i}``, ``tr/joint_ratio_min``, ``tr/joint_ratio_max``.
+    ``marl_lightning.objectives.divergences.total_variation``), its sum and the joint ratio's range. The
+    module declares and logs them with its other statistics (``tr/tv/agent_{i}``, ``tr/tv_sum``,
+    ``tr/joint_ratio_min``, ``tr/joint_ratio_max``, beside ``tr/kl/agent_{i}``, ``tr/clip_fraction/agent_{i}``
+    and ``tr/ratio_min/epoch_{k}``, ``tr/ratio_max/epoch_{k}``); this callback keeps their history.
 
     At the end of a fit (and whenever :meth:`draw` is called) it draws, from the iterations of this fit:
     ``ratio_range.png``, the per-agent min and max ratio against the optimisation epoch (median over
@@ -58,14 +56,6 @@ class TrustRegionMonitor(Callback):
         self.history["ratio_min"].append(outputs["ratio_min"].detach().cpu())  # [K, A]
         self.history["ratio_max"].append(outputs["ratio_max"].detach().cpu())
         self.clip_epsilon = float(pl_module.loss_module.clip_epsilon)
-        metrics = {"tr/tv_sum": float(tv.sum())}
-        clip_fraction = outputs["clip_fraction"].tolist()
-        for i, (value, clipped) in enumerate(zip(tv.tolist(), clip_fraction, strict=True)):
-            metrics[f"tr/tv/agent_{i}"] = value
-            metrics[f"tr/clip_fraction/agent_{i}"] = clipped
-        metrics["tr/joint_ratio_min"] = float(outputs["joint_ratio_min"])
-        metrics["tr/joint_ratio_max"] = float(outputs["joint_ratio_max"])
-        pl_module.log_dict(metrics, batch_size=1)
         n = self.draw_every_n_iterations
         if n and len(self.history["tv"]) % n == 0:
             self.draw(trainer)

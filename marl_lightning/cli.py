@@ -1,34 +1,37 @@
-"""LightningCLI wiring: argument links, run naming and the resolved config as an MLflow artifact."""
+"""LightningCLI wiring: default config files, argument links, cross-field checks, run naming, resume."""
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import NoReturn, Protocol, runtime_checkable
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 from typing_extensions import override
 
-from marl_lightning.algorithms.validation import check_minibatching
+from marl_lightning.algorithms.validation import check_budget, check_minibatching
 from marl_lightning.data import RolloutDataModule
 from marl_lightning.distributed import RolloutDDPStrategy
+from marl_lightning.envs.base import EnvSpec
 from marl_lightning.loggers import MLFLOW_RUN_KEY
 from marl_lightning.loggers import MLFlowLogger as ContinuableMLFlowLogger
 
-_MLFLOW_DEFAULT_EXPERIMENT = "lightning_logs"  # MLFlowLogger's experiment_name when none is given
+CONF = Path(__file__).resolve().parents[1] / "conf"
+# Read before any --config, for every subcommand: the trainer's settings (one place) and the default task.
+DEFAULT_CONFIG_FILES = [str(CONF / "trainer.yaml"), str(CONF / "env" / "navigation.yaml")]
 
-# Loop settings the design relies on (one epoch is the whole frame budget; logs at every iteration).
-TRAINER_DEFAULTS: dict[str, Any] = {
-    "max_epochs": -1,
-    "num_sanity_val_steps": 0,
-    "check_val_every_n_epoch": None,
-    "val_check_interval": 10,
-    "log_every_n_steps": 1,
-}
+
+@runtime_checkable
+class IterationCheckpointer(Protocol):
+    """What the CLI needs of ``callbacks.IterationCheckpoint`` (callbacks import marl_lightning, not back)."""
+
+    dirpath: str | None
+
+    def last_path(self) -> str | None: ...
 
 
 class MlflowConfigArtifact(SaveConfigCallback):
@@ -57,24 +60,32 @@ class MarlArgumentParser(LightningArgumentParser):
 
 
 class MarlCLI(LightningCLI):
-    """``python -m marl_lightning {fit,validate,test} --config conf/<algo>.yaml``."""
+    """``python -m marl_lightning {fit,validate,test} --config conf/<algo>.yaml``.
+
+    ``conf/trainer.yaml`` and ``conf/env/navigation.yaml`` are default config files: an algorithm's YAML
+    holds only what makes it that algorithm, and ``--print_config`` shows the whole resolved config.
+    """
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        # Lightning gives top-level parser_kwargs to the main parser only; with subcommands (run=True) the
+        # trainer, model and data arguments live on each subcommand's parser (a fresh dict each: Lightning
+        # adds to it).
+        defaults = {"default_config_files": DEFAULT_CONFIG_FILES}
         super().__init__(
             model_class=LightningModule,  # every algorithm module; all take env_spec
             subclass_mode_model=True,
             datamodule_class=RolloutDataModule,
             parser_class=MarlArgumentParser,
+            parser_kwargs={name: dict(defaults) for name in self.subcommands()} if run else defaults,
             save_config_callback=MlflowConfigArtifact,
             save_config_kwargs={"save_to_log_dir": False},
-            trainer_defaults=TRAINER_DEFAULTS,
             auto_configure_optimizers=False,
             args=args,
             run=run,
         )
 
     @override
-    def add_arguments_to_parser(self, parser) -> None:
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments(
             "data", "model.init_args.env_spec", compute_fn=_env_spec_of, apply_on="instantiate"
         )
@@ -83,10 +94,15 @@ class MarlCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         # Cross-field checks run before anything (the MLflow store included) is created.
-        minibatch_size = config.model.init_args.get("minibatch_size")
+        model_args = config.model.init_args
         frames_per_batch = config.data.get("frames_per_batch")
-        if minibatch_size and frames_per_batch and minibatch_size > 0 and frames_per_batch > 0:
-            check_minibatching(minibatch_size, frames_per_batch)
+        if frames_per_batch and frames_per_batch > 0:
+            minibatch_size = model_args.get("minibatch_size")
+            if minibatch_size and minibatch_size > 0:
+                check_minibatching(minibatch_size, frames_per_batch)
+            total_frames = model_args.get("total_frames")
+            if total_frames and total_frames > 0:
+                check_budget(total_frames, frames_per_batch)
         if config.trainer.get("strategy") == "ddp":
             # DistributedDataParallel would synchronise one gradient of the many in an on-policy update.
             config.trainer.strategy = RolloutDDPStrategy.strategy_name
@@ -99,20 +115,20 @@ class MarlCLI(LightningCLI):
         label = f"{self.model.algorithm_label}-{self.datamodule.env_factory.name}"
         seed = self.config[self.subcommand].get("seed_everything") if self.subcommand else None
         for logger in self.trainer.loggers:
-            if isinstance(logger, MLFlowLogger) and logger._run_id is None:
-                if logger._experiment_name == _MLFLOW_DEFAULT_EXPERIMENT:
-                    logger._experiment_name = label
-                if logger._run_name is None:
-                    logger._run_name = f"{label}-seed{seed}"
+            if isinstance(logger, ContinuableMLFlowLogger):
+                logger.name_unnamed(label, f"{label}-seed{seed}")
         for callback in self.trainer.callbacks:
-            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+            if isinstance(callback, IterationCheckpointer) and callback.dirpath is None:
                 callback.dirpath = os.path.join("checkpoints", label)
 
     def before_fit(self) -> None:
-        """A fit resumed from a checkpoint goes on logging into the MLflow run recorded in it."""
-        ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
-        path = _resolve_checkpoint(ckpt_path, self.trainer)
-        if path is None:
+        """``--ckpt_path last`` names this run's last checkpoint; a resumed fit goes on logging into the
+        MLflow run recorded in it."""
+        kwargs = self.config_init[self.subcommand]
+        if kwargs.get("ckpt_path") == "last":
+            kwargs["ckpt_path"] = _last_checkpoint(self.trainer)
+        path = kwargs.get("ckpt_path")
+        if path is None or not os.path.isfile(path):
             return
         try:
             run_id = torch.load(path, map_location="cpu", weights_only=True).get(MLFLOW_RUN_KEY)
@@ -121,23 +137,16 @@ class MarlCLI(LightningCLI):
         if run_id is None:
             return
         for logger in self.trainer.loggers:
-            if isinstance(logger, ContinuableMLFlowLogger) and logger._run_id is None:
+            if isinstance(logger, ContinuableMLFlowLogger):
                 logger.continue_run(run_id)
 
 
-def _resolve_checkpoint(ckpt_path: str | None, trainer: Trainer) -> str | None:
-    """The file ``fit --ckpt_path`` will load: a path, or for ``last`` the newest last checkpoint that
-    Lightning finds in the checkpoint callbacks' folders; None if there is none."""
-    if not ckpt_path or ckpt_path in ("best", "hpc", "registry"):
-        return None
-    if ckpt_path != "last":
-        return ckpt_path if os.path.isfile(ckpt_path) else None
-    candidates: set[str] = set()
-    for callback in trainer.checkpoint_callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.dirpath is not None:
-            candidates |= callback._find_last_checkpoints(trainer)
-    return max(candidates, key=os.path.getmtime, default=None)
+def _last_checkpoint(trainer: Trainer) -> str | None:
+    """The newest last checkpoint of the trainer's ``IterationCheckpoint`` callbacks; None (a fresh start,
+    as Lightning does for ``last`` without one) if there is none."""
+    paths = [cb.last_path() for cb in trainer.callbacks if isinstance(cb, IterationCheckpointer)]
+    return max((p for p in paths if p is not None), key=os.path.getmtime, default=None)
 
 
-def _env_spec_of(datamodule: RolloutDataModule):
+def _env_spec_of(datamodule: RolloutDataModule) -> EnvSpec:
     return datamodule.env_spec

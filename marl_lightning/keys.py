@@ -19,6 +19,10 @@ VALUE_TARGET = (GROUP, "value_target")
 # Present agents (PettingZoo use_mask): [..., A] bool, False for agents dead or not acting at that step.
 MASK = (GROUP, "mask")
 
+# Sequential PPO (paper 002): the team's advantage and the earlier-updated agents' new/old ratio, [B].
+JOINT_ADVANTAGE = "joint_advantage"
+EARLIER_RATIO = "earlier_ratio"
+
 STATE = "state"
 ROOT_DONE = "done"
 ROOT_TERMINATED = "terminated"

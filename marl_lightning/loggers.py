@@ -1,4 +1,10 @@
-"""MLflow logging that continues the interrupted run when a fit resumes from a checkpoint."""
+"""The one adapter to Lightning's ``MLFlowLogger``: default run names, and continuing an interrupted run.
+
+Lightning's logger has no public way to name a run after it is built or to log into an existing run, so
+this subclass sets its private ``_experiment_name``, ``_run_name`` and ``_run_id`` (and reads
+``_mlflow_client``, ``_tracking_uri``, and the private ``_convert_params``/``_flatten_dict`` helpers).
+Nothing else in marl_lightning touches them; ``tests/test_adapters.py`` pins the behaviour relied on.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from lightning.pytorch.loggers import MLFlowLogger as _LightningMLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from typing_extensions import override
 
+LIGHTNING_DEFAULT_EXPERIMENT = "lightning_logs"  # Lightning's experiment_name when none is given
 PARAM_VALUE_LIMIT = 250  # Lightning's MLFlowLogger truncates parameter values to this many characters
 RESUMED_TAG_PREFIX = "resumed/"
 MLFLOW_RUN_KEY = "mlflow_run_id"  # checkpoint key (callbacks.IterationCheckpoint): the run to continue
@@ -21,13 +28,23 @@ class MLFlowLogger(_LightningMLFlowLogger):
     ``fit --ckpt_path ...`` calls :meth:`continue_run` with the run recorded in the checkpoint, so an
     interrupted and resumed fit is one MLflow run whose metrics continue at the restored step. MLflow
     parameters are immutable: on a continued run, parameters already recorded with the same value are not
-    sent again, new ones are added, and a changed one (say a larger ``data.total_frames``) keeps its first
+    sent again, new ones are added, and a changed one (say a larger ``model.total_frames``) keeps its first
     value and gets its new value as the tag ``resumed/<name>``.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.continued = False
+
+    def name_unnamed(self, experiment_name: str, run_name: str) -> None:
+        """Use these names where none was configured; only before the run exists (MLflow creates it lazily,
+        at the first log), and never for a continued run."""
+        if self._run_id is not None:
+            return
+        if self._experiment_name == LIGHTNING_DEFAULT_EXPERIMENT:
+            self._experiment_name = experiment_name
+        if self._run_name is None:
+            self._run_name = run_name
 
     def continue_run(self, run_id: str) -> bool:
         """Log into ``run_id`` instead of creating a run, if this tracking store has it; returns whether so.

@@ -22,7 +22,7 @@ ENVS = sorted((CONF / "env").glob("*.yaml"))
 def test_two_iterations(algorithm: str, env: Path, in_tmp):
     args = [
         "fit", "--config", str(CONF / algorithm), "--config", str(env),
-        "--data.num_envs", "4", "--data.frames_per_batch", "40", "--data.total_frames", "80",
+        "--data.num_envs", "4", "--data.frames_per_batch", "40", "--model.total_frames", "80",
         "--data.eval_episodes", "2",
         "--model.init_args.minibatch_size", "20", "--model.init_args.num_epochs", "2",
         "--model.init_args.actor_cells", "[16]", "--model.init_args.critic_cells", "[16]",

@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from marl_lightning.__main__ import cli_main
-from tests.conftest import CONF, REPO, cli_command
+from tests.conftest import CONF, cli_command
 
 CASES = [
     (["--data.env.init_args.scenario", "navigatoin"], ["scenario", "navigatoin", "navigation"]),
@@ -17,6 +17,7 @@ CASES = [
         ["minibatch_size (7)", "frames_per_batch (6000)", "--model.minibatch_size"],
     ),
     (["--data.num_envs", "0"], ["data.num_envs", "0"]),
+    (["--model.total_frames", "100"], ["model.total_frames (100)", "data.frames_per_batch (6000)"]),
     (["--model.no_such_key", "1"], ["no_such_key"]),
 ]
 
@@ -47,4 +48,4 @@ def test_bad_input_in_a_real_process(in_tmp):
     assert "Traceback" not in proc.stderr
     assert "model.lr must be > 0, got 0.0" in proc.stderr
     assert not (in_tmp / "mlflow.db").exists()
-    assert REPO.exists()
+    assert not (in_tmp / "checkpoints").exists()

@@ -17,7 +17,7 @@ def test_cli_fit_two_iterations_lands_in_mlflow(in_tmp):
     proc = subprocess.run(
         cli_command(
             "fit",
-            "--data.total_frames",
+            "--model.total_frames",
             "400",
             "--seed_everything",
             "7",
@@ -81,7 +81,7 @@ def test_runs_and_checkpoints_are_named_after_algorithm_and_task(in_tmp):
             "fit",
             "--config",
             str(CONF / "env" / "ratio_game.yaml"),
-            "--data.total_frames",
+            "--model.total_frames",
             "3000",
             "--trainer.limit_val_batches",
             "0",
@@ -105,7 +105,7 @@ def test_resumed_fit_continues_its_mlflow_run(in_tmp):
         store = f"sqlite:///{in_tmp / 'mlflow.db'}"
         frames = str(total_frames)
         MarlCLI(args=cli_args(
-            "fit", "--data.total_frames", frames, "--seed_everything", "3",
+            "fit", "--model.total_frames", frames, "--seed_everything", "3",
             "--trainer.logger.init_args.tracking_uri", store, *extra,
         ))
 

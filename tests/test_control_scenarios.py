@@ -299,7 +299,7 @@ def test_mappo_trains_two_iterations(name, in_tmp):
             "false",
             "--trainer.callbacks.init_args.dirpath",
             str(in_tmp / "ckpt"),
-            "--data.total_frames",
+            "--model.total_frames",
             "400",
             small=False,
         )

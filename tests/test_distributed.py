@@ -67,7 +67,7 @@ def test_two_process_fit_keeps_ranks_identical(in_tmp):
             "2",
             "--trainer.accelerator",
             "cpu",
-            "--data.total_frames",
+            "--model.total_frames",
             "800",
             "--trainer.callbacks.init_args.dirpath",
             str(in_tmp / "ckpt"),

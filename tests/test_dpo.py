@@ -141,7 +141,7 @@ def test_beta_survives_a_checkpoint_round_trip_and_resume(in_tmp):
     ckpt_dir = in_tmp / "ckpt"
     common = ["--trainer.logger", "false", "--trainer.callbacks.init_args.dirpath", str(ckpt_dir),
               "--model.init_args.d_target", "1e-9"]  # every KL is above target: β doubles each iteration
-    cli = MarlCLI(args=cli_args("fit", "--data.total_frames", "400", *common, config="dpo.yaml"))
+    cli = MarlCLI(args=cli_args("fit", "--model.total_frames", "400", *common, config="dpo.yaml"))
     beta = cli.model.loss_module.beta1.clone()
     torch.testing.assert_close(beta, torch.full((3,), 0.04))  # 0.01 · 2 · 2
     state = torch.load(ckpt_dir / "last.ckpt", weights_only=True)["state_dict"]
@@ -149,7 +149,7 @@ def test_beta_survives_a_checkpoint_round_trip_and_resume(in_tmp):
     torch.testing.assert_close(state["loss_module.beta2"], beta)
     resumed = MarlCLI(
         args=cli_args(
-            "fit", "--data.total_frames", "600", "--ckpt_path", str(ckpt_dir / "last.ckpt"), *common,
+            "fit", "--model.total_frames", "600", "--ckpt_path", str(ckpt_dir / "last.ckpt"), *common,
             config="dpo.yaml",
         )
     )

@@ -21,7 +21,7 @@ def _command(dirpath: Path, *extra: str) -> list[str]:
         "fit",
         "--trainer.logger",
         "false",
-        "--data.total_frames",
+        "--model.total_frames",
         str(TOTAL),
         "--trainer.callbacks.init_args.dirpath",
         str(dirpath),

@@ -121,7 +121,7 @@ def _dying_args(config: str, tmp, iterations: int) -> list[str]:
         "10",
         "--data.frames_per_batch",
         "160",
-        "--data.total_frames",
+        "--model.total_frames",
         str(160 * iterations),
         "--model.init_args.minibatch_size",
         "80",

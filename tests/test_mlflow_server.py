@@ -69,7 +69,7 @@ def test_fit_logs_to_a_tracking_server(tracking_server, in_tmp):
             "--config",
             str(CONF / "mappo.yaml"),
             *SMALL_RUN_ARGS,
-            "--data.total_frames",
+            "--model.total_frames",
             "200",
             "--trainer.logger.init_args.tracking_uri",
             tracking_server,

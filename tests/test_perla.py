@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 import torch
+from tensordict import TensorDict
 
 from marl_lightning import PERLAIPPO, PERLAMAPPO, keys
 from marl_lightning.models import JointActionQCritic, build_actor
@@ -144,7 +145,7 @@ def test_module_advantages_on_a_real_batch(advantage):
     env = factory.make_transformed(6, "cpu", seed=0)
     with torch.no_grad():
         batch = expand_team_signals(env.rollout(4, module.policy), n_agents=3)  # [6, 4]
-    module.compute_advantages(batch)
+    stats = module.compute_advantages(batch)
     advantage_ = batch[keys.ADVANTAGE]
     assert advantage_.shape == (6, 4, 3, 1) and torch.isfinite(advantage_).all()
     est = module.marginal_estimates(batch)
@@ -154,5 +155,49 @@ def test_module_advantages_on_a_real_batch(advantage):
         assert terminal[:, -1].all()
         # sampling differs between the two calls; the terminal step's target is the reward alone
         torch.testing.assert_close(batch[keys.VALUE_TARGET][:, -1], reward[:, -1])
-    assert module._perla_stats["perla/advantage_var"] > 0
+    assert set(stats) == {"advantage_var", "q_sample_var"}
+    torch.testing.assert_close(stats["advantage_var"], advantage_.var())
     assert est["q_samples"].shape[0] == 4
+
+
+def _hand_case(kind: str) -> tuple[PERLAMAPPO, TensorDict, dict[str, torch.Tensor]]:
+    """One env, T = 3 steps, 2 agents; the episode terminates after step 2. Marginal estimates fixed."""
+    module = PERLAMAPPO(env_spec=make_spec(n_agents=2, continuous=False), gamma=0.5, lmbda=0.5,
+                        n_samples=2, actor_cells=[4], critic_cells=[4], minibatch_size=3, advantage=kind)
+    reward = torch.tensor([1.0, 2.0, 4.0]).view(1, 3, 1, 1).expand(1, 3, 2, 1)  # the team reward
+    terminated = torch.tensor([False, False, True]).view(1, 3, 1, 1).expand(1, 3, 2, 1)
+    batch = TensorDict(
+        {"next": TensorDict({keys.REWARD: reward.clone(), keys.DONE: terminated.clone(),
+                             keys.TERMINATED: terminated.clone(),
+                             keys.ROOT_DONE: terminated[:, :, 0].clone()}, batch_size=[1, 3])},
+        batch_size=[1, 3],
+    )
+    est = {  # agent 0, agent 1 per step
+        "q": torch.tensor([[3.0, 1.0], [2.0, 0.0], [5.0, 1.0]]).view(1, 3, 2, 1),
+        "v": torch.tensor([[2.0, 1.0], [1.0, 1.0], [3.0, 2.0]]).view(1, 3, 2, 1),
+        "next_v": torch.tensor([[1.0, 1.0], [3.0, 2.0], [9.0, 9.0]]).view(1, 3, 2, 1),
+        "next_q": torch.tensor([[2.0, 0.0], [5.0, 1.0], [9.0, 9.0]]).view(1, 3, 2, 1),
+        "q_samples": torch.zeros(2, 1, 3, 2, 1),
+    }
+    return module, batch, est
+
+
+@pytest.mark.parametrize("kind", ["td", "gae", "q"])
+def test_td_gae_and_q_advantages_against_a_hand_computed_case(kind, monkeypatch):
+    module, batch, est = _hand_case(kind)
+    monkeypatch.setattr(module, "marginal_estimates", lambda _: est)
+    module.compute_advantages(batch)
+    # y_t = r_t + γ (1 − terminated_t) Q̂(s_{t+1}, a_{t+1}) with γ = 0.5 (Algorithm 1, line 6)
+    target = torch.tensor([[1 + 0.5 * 2.0, 1 + 0.5 * 0.0], [2 + 0.5 * 5.0, 2 + 0.5 * 1.0], [4.0, 4.0]])
+    if kind == "td":  # y_t − V̂(s_t)
+        expected = target - est["v"].view(3, 2)
+    elif kind == "q":  # Q̂(s_t, a_t) − V̂(s_t)
+        expected = torch.tensor([[1.0, 0.0], [1.0, -1.0], [2.0, -1.0]])
+    else:  # GAE over δ_t = r_t + γ(1 − term) V̂(s_{t+1}) − V̂(s_t), γλ = 0.25
+        delta = torch.tensor([[1 + 0.5 * 1 - 2, 1 + 0.5 * 1 - 1], [2 + 0.5 * 3 - 1, 2 + 0.5 * 2 - 1],
+                              [4 - 3, 4 - 2]])
+        expected = delta.clone()
+        expected[1] += 0.25 * expected[2]
+        expected[0] += 0.25 * expected[1]
+    torch.testing.assert_close(batch[keys.ADVANTAGE].view(3, 2), expected)
+    torch.testing.assert_close(batch[keys.VALUE_TARGET].view(3, 2), target)

@@ -70,7 +70,7 @@ def test_more_weight_on_the_bellman_error_is_less_pessimistic():
 @pytest.mark.simulator
 def test_algorithm_2_reaches_the_ratio_game_optimum_from_the_cli(in_tmp):
     cli = MarlCLI(args=[
-        "fit", "--config", str(CONF / "seqppo_pessimistic.yaml"), "--data.total_frames", "40000",
+        "fit", "--config", str(CONF / "seqppo_pessimistic.yaml"), "--model.total_frames", "40000",
         "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
         "--trainer.callbacks.init_args.dirpath", str(in_tmp / "ckpt"),
     ])
@@ -88,3 +88,40 @@ def test_it_refuses_non_tabular_and_large_games(in_tmp):
                       str(CONF / "env" / "navigation.yaml"), "--trainer.logger", "false"])
     with pytest.raises(ConfigError, match="cells"):
         StochasticGameTask().tabular_model()
+
+
+def _algorithm_2_by_hand(game, shapes, evaluate_under: str, seed: int) -> list[torch.Tensor]:
+    """One iteration of Algorithm 2 from uniform tables, η = 1, λ = 10, 100 oracle queries per agent."""
+    generator = torch.Generator().manual_seed(seed)
+    start = [torch.zeros(shape, dtype=torch.float64) for shape in shapes]
+    thetas = [theta.clone() for theta in start]
+    for m in (1, 2):
+        evaluated = start if evaluate_under == "start" else thetas
+        data = tabular.sample_oracle(game, evaluated, m, 100, generator)
+        f = tabular.pessimistic_evaluation(game, evaluated, m, data, 10.0)
+        thetas[m - 1] = tabular.improve(start[m - 1], f, 1.0)
+    return thetas
+
+
+@pytest.mark.parametrize("evaluate_under", ["start", "updated"])
+def test_each_agent_is_evaluated_under_the_policies_the_option_names(evaluate_under, in_tmp):
+    """``start`` (the paper's line 4) evaluates agent 2 with agent 1 still at θ_k, ``updated`` at θ_{k+1}."""
+    from marl_lightning.data.seeding import derived_seed
+
+    task_args = [f"--data.env.init_args.{k}={v}" for k, v in TINY.items()]
+    cli = MarlCLI(args=[
+        "fit", "--config", str(CONF / "seqppo_pessimistic.yaml"), "--data.env",
+        "marl_lightning.envs.StochasticGameTask", *task_args, "--model.total_frames", "200",
+        "--model.init_args.n_samples", "100", "--model.init_args.evaluate_under", evaluate_under,
+        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+        "--trainer.callbacks.init_args.dirpath", str(in_tmp / "ckpt"),
+    ])
+    assert int(cli.model.iterations) == 1
+    game = StochasticGameTask(**TINY).tabular_model()
+    shapes = [theta.shape for theta in cli.model.thetas]
+    seed = derived_seed(0, 0, 0)  # seed_everything 0, rank 0, iteration 0
+    expected = _algorithm_2_by_hand(game, shapes, evaluate_under, seed)
+    other = _algorithm_2_by_hand(game, shapes, "updated" if evaluate_under == "start" else "start", seed)
+    for ours, theta in zip(cli.model.thetas, expected, strict=True):
+        torch.testing.assert_close(ours, theta)
+    assert not torch.allclose(expected[1], other[1])  # the two options differ, in agent 2's table

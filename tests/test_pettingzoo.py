@@ -69,7 +69,7 @@ def test_algorithms_train_two_iterations(algorithm, task, in_tmp):
             "8",
             "--data.frames_per_batch",
             "200",
-            "--data.total_frames",
+            "--model.total_frames",
             "400",
             "--model.init_args.minibatch_size",
             "100",

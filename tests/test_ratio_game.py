@@ -307,7 +307,7 @@ def test_two_iterations_log_the_exact_value(config, in_tmp):
             "false",
             "--trainer.val_check_interval",
             "1",
-            "--data.total_frames",
+            "--model.total_frames",
             "400",
         ]
     )

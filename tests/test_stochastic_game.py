@@ -96,8 +96,6 @@ def test_joint_action_index_agent_zero_most_significant():
     actions = torch.tensor([[1, 2, 3], [0, 0, 1], [4, 4, 4], [0, 0, 0]])  # [B, A], 5 actions
     expected = torch.tensor([1 * 25 + 2 * 5 + 3, 1, 124, 0])
     assert torch.equal(joint_action_index(actions, 5), expected)
-    env = StochasticGame(n_states=2, n_agents=3, n_actions=5, horizon=2, n_successors=1)
-    assert torch.equal(env.joint_action_index(actions), expected)
     # a bijection between action tuples (in lexicographic order) and 0..n^A-1
     every = torch.tensor(list(itertools.product(range(3), repeat=4)))  # [81, 4]
     assert torch.equal(joint_action_index(every, 3), torch.arange(81))
@@ -115,7 +113,7 @@ def test_steps_follow_the_tables():
     assert torch.equal(td[keys.OBSERVATION], td[keys.OBSERVATION][:, :1].expand_as(td[keys.OBSERVATION]))
     for step in range(1, env.horizon + 1):
         td = env.rand_action(td)
-        joint = env.joint_action_index(td[keys.ACTION])  # [B]
+        joint = joint_action_index(td[keys.ACTION], env.n_actions)  # [B]
         td = env.step(td)
         reward = td[keys.nxt(keys.REWARD)]  # [B, A, 1]
         assert reward.shape == (256, env.n_agents, 1)
@@ -318,7 +316,7 @@ def _fit_small(tmp: Path, config: str) -> MarlCLI:
             "--data.env.init_args.horizon", str(horizon),
             "--data.num_envs", "10",
             "--data.frames_per_batch", str(10 * horizon),
-            "--data.total_frames", str(2 * 10 * horizon),
+            "--model.total_frames", str(2 * 10 * horizon),
             "--data.eval_episodes", "4",
             "--model.init_args.minibatch_size", "50",
             "--model.init_args.num_epochs", "2",

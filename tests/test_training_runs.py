@@ -24,7 +24,7 @@ def _fit(
             "false",
             "--trainer.callbacks.init_args.dirpath",
             str(tmp / name),
-            "--data.total_frames",
+            "--model.total_frames",
             str(total_frames),
             "--seed_everything",
             str(seed),
@@ -68,10 +68,10 @@ def test_fit_counts_frames_and_stops_at_the_budget(in_tmp):
 
 
 def test_same_seed_same_parameters_other_seed_differs(in_tmp):
-    a = _checkpoint(Path(_fit(in_tmp, "a", 400).trainer.checkpoint_callback.last_model_path))
-    b = _checkpoint(Path(_fit(in_tmp, "b", 400).trainer.checkpoint_callback.last_model_path))
+    a = _checkpoint(Path(_fit(in_tmp, "a", 400).trainer.checkpoint_callback.last_path()))
+    b = _checkpoint(Path(_fit(in_tmp, "b", 400).trainer.checkpoint_callback.last_path()))
     _assert_same_training_state(a, b)
-    c = _checkpoint(Path(_fit(in_tmp, "c", 400, seed=1).trainer.checkpoint_callback.last_model_path))
+    c = _checkpoint(Path(_fit(in_tmp, "c", 400, seed=1).trainer.checkpoint_callback.last_path()))
     name = next(k for k in a["state_dict"] if k.startswith("actor"))
     assert not torch.equal(a["state_dict"][name], c["state_dict"][name])
 

@@ -75,7 +75,7 @@ def test_agent_scaled_clip_is_budget_over_n(n_agents, budget):
 def test_monitor_logs_trust_region_metrics_and_figures_to_mlflow(in_tmp):
     from mlflow.tracking import MlflowClient
 
-    cli = MarlCLI(args=cli_args("fit", "--data.total_frames", "600", "--trainer.callbacks.init_args.dirpath",
+    cli = MarlCLI(args=cli_args("fit", "--model.total_frames", "600", "--trainer.callbacks.init_args.dirpath",
                                 str(in_tmp / "ckpt")))
     assert cli.model.trust_region_stats
     client = MlflowClient("sqlite:///mlflow.db")

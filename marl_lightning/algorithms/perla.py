@@ -6,14 +6,13 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from tensordict import TensorDictBase
-from torchrl.objectives.value.functional import vec_generalized_advantage_estimate
 from typing_extensions import override
 
-from marl_lightning import keys
-from marl_lightning.algorithms.base import MultiAgentPPOModule
+from marl_lightning import keys, metrics
+from marl_lightning.algorithms.base import ACTIVATIONS, MultiAgentPPOModule
 from marl_lightning.errors import ConfigError
 from marl_lightning.models import JointActionQCritic
-from marl_lightning.objectives import agent_mask
+from marl_lightning.objectives import episode_ends, gae, write_advantages
 from marl_lightning.objectives.perla import PERLALoss, marginal_q, marginal_value, sample_joint_actions
 
 AdvantageKind = Literal["td", "gae", "q"]
@@ -49,6 +48,11 @@ class PERLAModule(MultiAgentPPOModule):
     """
 
     centralised_critic: ClassVar[bool] = True
+    statistics = {
+        **MultiAgentPPOModule.statistics,
+        "advantage_var": metrics.Statistic("perla/advantage_var"),
+        "q_sample_var": metrics.Statistic("perla/q_sample_var"),
+    }
 
     def __init__(
         self, *args: Any, n_samples: int = 8, advantage: AdvantageKind = "td", **kwargs: Any
@@ -56,13 +60,13 @@ class PERLAModule(MultiAgentPPOModule):
         if n_samples < 1:
             raise ConfigError(f"model.n_samples (K) must be >= 1, got {n_samples}.")
         super().__init__(*args, **kwargs)
-        self._perla_stats: dict[str, float] = {}
 
     @override
     def make_critic(self) -> JointActionQCritic:
         hp = self.hparams
         return JointActionQCritic(
-            self.env_spec, hp.critic_cells, hp.share_critic_params, self.centralised_critic
+            self.env_spec, hp.critic_cells, hp.share_critic_params, self.centralised_critic,
+            ACTIVATIONS[hp.activation],
         )
 
     @override
@@ -97,14 +101,14 @@ class PERLAModule(MultiAgentPPOModule):
 
     @override
     @torch.no_grad()
-    def compute_advantages(self, batch: TensorDictBase) -> TensorDictBase:
+    def compute_advantages(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """Algorithm 1 of paper 000, lines 5-9 (see the class docstring). Shapes: batch [B, T]; writes
-        ``("agents", "advantage")`` and ``("agents", "value_target")`` [B, T, A, 1]."""
+        ``("agents", "advantage")`` and ``("agents", "value_target")`` [B, T, A, 1]; returns the variance
+        statistics ``advantage_var`` and, for K > 1, ``q_sample_var``."""
         hp = self.hparams
         est = self.marginal_estimates(batch)
         reward = batch.get(keys.nxt(keys.REWARD))  # [B, T, A, 1]
-        terminated = batch.get(keys.nxt(keys.TERMINATED))
-        done = batch.get(keys.nxt(keys.DONE))
+        done, terminated = episode_ends(batch)
         not_terminal = (~terminated).to(reward.dtype)
         target = reward + hp.gamma * not_terminal * est["next_q"]  # line 6's bootstrapped term
         if hp.advantage == "td":
@@ -112,27 +116,14 @@ class PERLAModule(MultiAgentPPOModule):
         elif hp.advantage == "q":
             advantage = est["q"] - est["v"]
         else:
-            advantage, _ = vec_generalized_advantage_estimate(
-                hp.gamma, hp.lmbda, est["v"], est["next_v"], reward, done, terminated, time_dim=-3
-            )
-        present = agent_mask(batch)
-        if present is not None:
-            advantage = torch.where(present.unsqueeze(-1), advantage, 0.0)
-            target = torch.where(present.unsqueeze(-1), target, 0.0)
+            advantage, _ = gae(reward, done, terminated, est["v"], est["next_v"], hp.gamma, hp.lmbda)
+        write_advantages(batch, advantage, target)
         q_samples = est["q_samples"]  # [K, B, T, A, 1]
         k = q_samples.shape[0]
-        self._perla_stats = {"perla/advantage_var": float(advantage.var())}
+        stats = {"advantage_var": batch.get(keys.ADVANTAGE).var()}
         if k > 1:  # per-state variance of Q over the samples / K: the sampling variance of Q̂
-            self._perla_stats["perla/q_sample_var"] = float(q_samples.var(0).mean() / k)
-        batch.set(keys.ADVANTAGE, advantage)
-        batch.set(keys.VALUE_TARGET, target)
-        return batch
-
-    @override
-    def training_step(self, dataloader_iter):
-        out = super().training_step(dataloader_iter)
-        self.log_dict(self._perla_stats, batch_size=1)
-        return out
+            stats["q_sample_var"] = q_samples.var(0).mean() / k
+        return stats
 
 
 class PERLAMAPPO(PERLAModule):

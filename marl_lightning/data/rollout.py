@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 
 import lightning.pytorch as pl
@@ -15,7 +15,7 @@ from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from marl_lightning import keys
-from marl_lightning.data.seeding import derived_seed, seed_all
+from marl_lightning.data.seeding import derived_seed, run_seed, seed_all
 from marl_lightning.data.team_signals import expand_team_signals
 from marl_lightning.envs.base import EnvFactory, EnvSpec
 from marl_lightning.envs.vmas import Vmas
@@ -24,14 +24,26 @@ from marl_lightning.errors import ConfigError
 _EVAL_RANK_OFFSET = 10_000
 
 
-class RolloutDataModule(pl.LightningDataModule):
-    """Builds the env of each rank and a TorchRL collector around the module's policy.
+@dataclass
+class Rollout:
+    """One collected iteration and how long collecting it took (what the training dataloader yields).
 
-    ``train_dataloader()`` yields one collected iteration ``[num_envs, T, ...]`` per Lightning batch
-    until ``total_frames`` environment frames (steps of one env) have been collected, counting frames
-    already done by a resumed module. Every iteration starts from freshly reset envs whose seed is derived
-    from (seed, rank, iteration), which makes a resumed fit draw exactly what an uninterrupted one does;
-    choose ``frames_per_batch`` as a multiple of ``num_envs × max_steps`` so no episode is cut.
+    Shapes: batch [num_envs, T] in the batch layout.
+    """
+
+    batch: TensorDictBase
+    collect_s: float
+
+
+class RolloutDataModule(pl.LightningDataModule):
+    r"""Builds the env of each rank and a TorchRL collector around the module's policy.
+
+    ``train_dataloader()`` yields :class:`Rollout`\ s, one collected iteration ``[num_envs, T, ...]`` per
+    Lightning batch, for as long as it is asked: the budget and the counters belong to the algorithm
+    module, which stops the fit. Every iteration starts from freshly reset envs; the env's own generator is
+    reseeded before each rollout from the global seed the module set for that iteration
+    (``torch.initial_seed()``), so a resumed fit draws what an uninterrupted one does. Choose
+    ``frames_per_batch`` as a multiple of ``num_envs × max_steps`` so no episode is cut.
 
     ``val_dataloader()``/``test_dataloader()`` yield one deterministic rollout of ``eval_episodes``
     episodes.
@@ -39,10 +51,8 @@ class RolloutDataModule(pl.LightningDataModule):
     Args:
         env: the task (a :class:`~marl_lightning.envs.EnvFactory`, e.g. ``Vmas``).
         num_envs: vectorised envs per rank.
-        frames_per_batch: frames collected per iteration (on each rank).
-        total_frames: training budget in frames (on each rank).
+        frames_per_batch: frames collected per iteration, on each rank.
         eval_episodes: episodes of one evaluation.
-        seed: base seed; ``None`` takes the one given to ``seed_everything``.
     """
 
     def __init__(
@@ -50,9 +60,7 @@ class RolloutDataModule(pl.LightningDataModule):
         env: EnvFactory | None = None,
         num_envs: int = 60,
         frames_per_batch: int = 6000,
-        total_frames: int = 600_000,
         eval_episodes: int = 10,
-        seed: int | None = None,
     ) -> None:
         super().__init__()
         env = env if env is not None else Vmas()
@@ -64,38 +72,22 @@ class RolloutDataModule(pl.LightningDataModule):
                 f"data.num_envs ({num_envs}): each env steps frames_per_batch / num_envs times per "
                 f"iteration. Use e.g. --data.frames_per_batch {num_envs * 100}."
             )
-        if total_frames < frames_per_batch:
-            raise ConfigError(
-                f"data.total_frames ({total_frames}) must be at least data.frames_per_batch "
-                f"({frames_per_batch}), one iteration."
-            )
         if eval_episodes < 1:
             raise ConfigError(f"data.eval_episodes must be >= 1, got {eval_episodes}.")
         self.save_hyperparameters(ignore=["env"])
-        env_params = {"class": type(env).__name__, **env.hparams()}
-        self.hparams["env"] = env_params
-        self._hparams_initial["env"] = dict(env_params)
+        self.save_hyperparameters({**self.hparams, "env": {"class": type(env).__name__, **env.hparams()}})
         self.env_factory = env
         self.num_envs = num_envs
         self.frames_per_batch = frames_per_batch
-        self.total_frames = total_frames
         self.eval_episodes = eval_episodes
-        self._seed = seed
         self.env_spec: EnvSpec = env.spec()
-        self.last_collect_s = 0.0
-        self.collector: Collector | None = None
+        self.collector: Collector | None = None  # while a training stream runs
         self._eval_env: EnvBase | None = None
 
     @property
     def steps_per_env(self) -> int:
         """T, the steps each env takes in one iteration."""
         return self.frames_per_batch // self.num_envs
-
-    @property
-    def seed(self) -> int:
-        if self._seed is not None:
-            return self._seed
-        return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
     def _rank(self) -> int:
         return self.trainer.global_rank if self.trainer is not None else 0
@@ -113,16 +105,12 @@ class RolloutDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> _EvalStream:
         return _EvalStream(self)
 
-    def iterate_rollouts(self) -> Iterator[TensorDictBase]:
-        """Collect iterations until the frame budget is spent (frames counted by the module)."""
-        module = self.trainer.lightning_module
-        if int(module.frames) >= self.total_frames:
-            return
+    def make_collector(self) -> Collector:
+        """This rank's env (seeded from (seed, rank)) and a collector acting with the module's policy."""
         policy, device = self._policy_and_device()
-        rank = self._rank()
-        seed_all(derived_seed(self.seed, rank, int(module.iterations)))
-        env = self.env_factory.make_transformed(self.num_envs, device, derived_seed(self.seed, rank, -1))
-        collector = Collector(
+        seed = derived_seed(run_seed(), self._rank(), -1)
+        env = self.env_factory.make_transformed(self.num_envs, device, seed)
+        return Collector(
             env,
             policy,
             frames_per_batch=self.frames_per_batch,
@@ -133,22 +121,6 @@ class RolloutDataModule(pl.LightningDataModule):
             trust_policy=True,
             auto_register_policy_transforms=False,
         )
-        self.collector = collector
-        try:
-            batches = iter(collector)
-            while int(module.frames) < self.total_frames:
-                # Reseeding the policy's RNG and the env's own (VMAS keeps a private stream) before each
-                # rollout, which begins with a reset, is what makes a resumed run equal an uninterrupted one.
-                iteration_seed = derived_seed(self.seed, rank, int(module.iterations))
-                seed_all(iteration_seed)
-                env.set_seed(iteration_seed)
-                start = time.perf_counter()
-                batch = next(batches)
-                self.last_collect_s = time.perf_counter() - start
-                yield batch
-        finally:
-            collector.shutdown()
-            self.collector = None
 
     def evaluation_rollout(self) -> TensorDictBase:
         """``eval_episodes`` episodes with the deterministic policy (mode/mean action), reproducibly seeded.
@@ -158,7 +130,7 @@ class RolloutDataModule(pl.LightningDataModule):
         """
         policy, device = self._policy_and_device()
         max_steps = self.env_factory.max_steps or 1000
-        seed = derived_seed(self.seed, self._rank() + _EVAL_RANK_OFFSET, 0)
+        seed = derived_seed(run_seed(), self._rank() + _EVAL_RANK_OFFSET, 0)
         if self._eval_env is None or self._eval_env.device != device:
             self._eval_env = self.env_factory.make_transformed(self.eval_episodes, device, seed)
         with (
@@ -178,13 +150,33 @@ class RolloutDataModule(pl.LightningDataModule):
 
 
 class _RolloutStream:
-    """Iterable handed to Lightning as the training dataloader."""
+    """Iterable handed to Lightning as the training dataloader: endless, the module stops the fit."""
 
     def __init__(self, datamodule: RolloutDataModule) -> None:
         self.datamodule = datamodule
 
-    def __iter__(self) -> Iterator[TensorDictBase]:
-        return self.datamodule.iterate_rollouts()
+    def __iter__(self) -> Iterator[Rollout]:
+        return _rollouts(self.datamodule)
+
+
+def _rollouts(datamodule: RolloutDataModule) -> Iterator[Rollout]:
+    # Built at the first request (an algorithm that never asks, the tabular one, needs no env). Building the
+    # env may reseed the global RNGs (VMAS does): the seed the module set for this iteration is restored.
+    seed = torch.initial_seed()
+    collector = datamodule.collector = datamodule.make_collector()
+    seed_all(seed)
+    try:
+        batches = iter(collector)
+        while True:
+            # The env keeps a private generator (VMAS); each rollout begins with a reset, seeded here from
+            # the global seed the module set for this iteration.
+            collector.env.set_seed(torch.initial_seed())
+            start = time.perf_counter()
+            batch = next(batches)
+            yield Rollout(batch, time.perf_counter() - start)
+    finally:
+        collector.shutdown()
+        datamodule.collector = None
 
 
 class _EvalStream:

@@ -56,6 +56,12 @@ class EnvFactory(abc.ABC):
         """
         return {}
 
+    def exact_value_metrics(self, value: float) -> dict[str, float]:
+        """Task-specific figures of a policy whose exact expected team return ``value`` is known (tabular
+        algorithms compute it from the game's tables), e.g. ``{"eval/optimality_gap": ...}``; none by default.
+        """
+        return {}
+
     @abc.abstractmethod
     def make(self, num_envs: int, device: torch.device | str, seed: int) -> EnvBase:
         """A raw TorchRL env with batch size ``[num_envs]`` and the ``"agents"`` group."""

@@ -255,4 +255,8 @@ class RatioGameTask(EnvFactory):
         with torch.no_grad():
             probs = get_dist(td).probs  # [1, A, 2]
         value = ratio_game_value(probs[0, 0], probs[0, 1])  # []
-        return {"eval/ratio_game_value": float(value)}
+        return self.exact_value_metrics(float(value))
+
+    def exact_value_metrics(self, value: float) -> dict[str, float]:
+        """``eval/ratio_game_value``: the exact value of the joint policy (optimum 1)."""
+        return {"eval/ratio_game_value": value}

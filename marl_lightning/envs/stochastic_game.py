@@ -157,7 +157,6 @@ class StochasticGame(EnvBase):
         self._next_cdf = self.next_probs.cumsum(-1)  # [S, J, k]
         self.initial_probs = torch.full((n_states,), 1.0 / n_states, device=device)  # [S]
         self._initial_cdf = self.initial_probs.cumsum(-1)  # [S]
-        self._action_weights = n_actions ** torch.arange(n_agents - 1, -1, -1, device=device)  # [A]
 
         self._rng = torch.Generator(device=device)
         self._rng.manual_seed(0)
@@ -210,14 +209,6 @@ class StochasticGame(EnvBase):
         )
 
     # ----------------------------------------------------------------- the game
-    def joint_action_index(self, actions: torch.Tensor) -> torch.Tensor:
-        """Σ_i a_i · n_actions^(A − 1 − i) (agent 0 most significant).
-
-        Shapes:
-            actions [*B, A] -> [*B].
-        """
-        return (actions.long() * self._action_weights).sum(-1)
-
     def _bellman_backup(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """V ↦ r(s, j) + Σ_m P(s'_m | s, j) V(s'_m), in float64 (tables converted once).
 
@@ -320,7 +311,7 @@ class StochasticGame(EnvBase):
         return self._output()
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        joint = self.joint_action_index(tensordict.get(keys.ACTION))  # [*B]
+        joint = joint_action_index(tensordict.get(keys.ACTION), self.n_actions)  # [*B]
         reward = self.rewards[self._state, joint]  # [*B]
         successor = self._sample(self._next_cdf[self._state, joint])  # [*B]
         self._state = self.next_states[self._state, joint].gather(-1, successor.unsqueeze(-1)).squeeze(-1)
@@ -457,4 +448,8 @@ class StochasticGameTask(EnvFactory):
         it by chance (lucky initial states or transitions), so a near-optimal policy may show a gap
         slightly below 0.
         """
-        return {"eval/optimality_gap": self.optimal_return() - float(return_mean)}
+        return self.exact_value_metrics(float(return_mean))
+
+    def exact_value_metrics(self, value: float) -> dict[str, float]:
+        """``eval/optimality_gap``: the DP optimum minus the (expected or evaluated) return ``value``."""
+        return {"eval/optimality_gap": self.optimal_return() - value}

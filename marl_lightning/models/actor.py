@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import torch
 from tensordict.nn import NormalParamExtractor, TensorDictModule
 from torch import nn
-from torchrl.modules import MultiAgentMLP, ProbabilisticActor, TanhNormal
+from torchrl.modules import ProbabilisticActor, TanhNormal
 
 from marl_lightning import keys
 from marl_lightning.envs.base import EnvSpec
+from marl_lightning.models.mlp import agent_mlp
 
 
 def build_actor(
@@ -29,16 +30,7 @@ def build_actor(
         action_log_prob: [B, A].
     """
     n_out = 2 * spec.action_dim if spec.continuous else spec.action_dim
-    mlp = MultiAgentMLP(
-        n_agent_inputs=spec.observation_dim,
-        n_agent_outputs=n_out,
-        n_agents=spec.n_agents,
-        centralized=False,
-        share_params=share_params,
-        depth=len(cells),
-        num_cells=list(cells),
-        activation_class=activation,
-    )
+    mlp = agent_mlp(spec.observation_dim, n_out, spec.n_agents, cells, share_params, activation)
     if spec.continuous:
         net = nn.Sequential(mlp, NormalParamExtractor(scale_mapping="biased_softplus_1.0"))
         module = TensorDictModule(net, in_keys=[keys.OBSERVATION], out_keys=[keys.LOC, keys.SCALE])

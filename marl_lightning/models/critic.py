@@ -11,6 +11,7 @@ from torchrl.modules import MultiAgentMLP
 
 from marl_lightning import keys
 from marl_lightning.envs.base import EnvSpec
+from marl_lightning.models.mlp import agent_mlp
 
 
 class _StatePerAgent(nn.Module):
@@ -42,27 +43,9 @@ def build_critic(
         observation: [B, A, F] (state: [B, S]) -> state_value: [B, A, 1].
     """
     if centralised and spec.state_dim > 0:
-        mlp = MultiAgentMLP(
-            n_agent_inputs=spec.state_dim,
-            n_agent_outputs=1,
-            n_agents=spec.n_agents,
-            centralized=False,
-            share_params=share_params,
-            depth=len(cells),
-            num_cells=list(cells),
-            activation_class=activation,
-        )
+        mlp = agent_mlp(spec.state_dim, 1, spec.n_agents, cells, share_params, activation)
         return TensorDictModule(
             _StatePerAgent(mlp, spec.n_agents), in_keys=[keys.STATE], out_keys=[keys.STATE_VALUE]
         )
-    mlp = MultiAgentMLP(
-        n_agent_inputs=spec.observation_dim,
-        n_agent_outputs=1,
-        n_agents=spec.n_agents,
-        centralized=centralised,
-        share_params=share_params,
-        depth=len(cells),
-        num_cells=list(cells),
-        activation_class=activation,
-    )
+    mlp = agent_mlp(spec.observation_dim, 1, spec.n_agents, cells, share_params, activation, centralised)
     return TensorDictModule(mlp, in_keys=[keys.OBSERVATION], out_keys=[keys.STATE_VALUE])

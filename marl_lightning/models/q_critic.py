@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 from tensordict import TensorDictBase
 from torch import nn
-from torchrl.modules import MultiAgentMLP
 
 from marl_lightning import keys
 from marl_lightning.envs.base import EnvSpec
+from marl_lightning.models.mlp import agent_mlp
 
 
 class JointActionQCritic(nn.Module):
@@ -46,16 +46,8 @@ class JointActionQCritic(nn.Module):
         # A network shared by all agents is told whose Q it computes: without the index, an own-action-first
         # input does not say whose action comes first (nor which part of a global context is that agent's).
         self.identify = share_params
-        self.mlp = MultiAgentMLP(
-            n_agent_inputs=context_dim + n * spec.action_dim + (n if share_params else 0),
-            n_agent_outputs=1,
-            n_agents=n,
-            centralized=False,
-            share_params=share_params,
-            depth=len(cells),
-            num_cells=list(cells),
-            activation_class=activation,
-        )
+        n_inputs = context_dim + n * spec.action_dim + (n if share_params else 0)
+        self.mlp = agent_mlp(n_inputs, 1, n, cells, share_params, activation)
         order = [[i] + [j for j in range(n) if j != i] for i in range(n)]
         self.register_buffer("slot_order", torch.tensor(order), persistent=False)  # [A, A]
         self.register_buffer("own_slot", torch.eye(n, dtype=torch.bool), persistent=False)  # [A, A]

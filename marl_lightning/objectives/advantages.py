@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import torch
+from tensordict import TensorDictBase
 from torchrl.objectives.value.functional import vec_generalized_advantage_estimate
+
+from marl_lightning import keys
+from marl_lightning.objectives.masking import agent_mask
 
 
 def gae(
@@ -54,3 +58,32 @@ def standardise_per_agent(
     var = torch.where(present, flat - mean, 0.0).pow(2).sum(0) / (count - 1).clamp_min(1)
     out = (advantage - mean) / (var.sqrt() + eps)
     return torch.where(mask.unsqueeze(-1), out, 0.0)
+
+
+def episode_ends(batch: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-agent ``done`` and ``terminated`` of each step, where an agent that is gone at t+1 (PettingZoo
+    ``use_mask``) ended its episode at t: no bootstrap from its empty next observation.
+
+    Shapes: batch [B, T] -> done, terminated [B, T, A, 1] bool.
+    """
+    done = batch.get(keys.nxt(keys.DONE))
+    terminated = batch.get(keys.nxt(keys.TERMINATED))
+    next_present = agent_mask(batch.get(keys.NEXT))  # [B, T, A] or None
+    if next_present is not None:
+        gone = ~next_present.unsqueeze(-1)
+        done, terminated = done | gone, terminated | gone
+    return done, terminated
+
+
+def write_advantages(batch: TensorDictBase, advantage: torch.Tensor, value_target: torch.Tensor) -> None:
+    """Store ``("agents", "advantage")`` and ``("agents", "value_target")``; absent agents' entries are left
+    out of every loss and set to 0 here so they stay finite.
+
+    Shapes: batch [B, T]; advantage, value_target [B, T, A, 1].
+    """
+    present = agent_mask(batch)
+    if present is not None:
+        advantage = torch.where(present.unsqueeze(-1), advantage, 0.0)
+        value_target = torch.where(present.unsqueeze(-1), value_target, 0.0)
+    batch.set(keys.ADVANTAGE, advantage)
+    batch.set(keys.VALUE_TARGET, value_target)

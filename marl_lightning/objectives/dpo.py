@@ -7,6 +7,7 @@ import torch
 from marl_lightning.objectives.divergences import kl_divergence
 from marl_lightning.objectives.masking import masked_mean_per_agent
 from marl_lightning.objectives.ppo import MultiAgentPPOLoss, PolicyStep
+from marl_lightning.objectives.surrogate import clipped_surrogate, outside_clip_range
 
 
 def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
@@ -30,7 +31,8 @@ class DPOLoss(MultiAgentPPOLoss):
         sqrt_kl_per_state: √KL taken per state, then averaged (True), or √ of the state-averaged KL (False).
         clip: clip the ratio in L^i at ε (off).
         use_sqrt_kl / use_kl: keep the β1 √KL / β2 KL term; off gives the ablations DPO w/o sqrt (β1 = 0)
-            and DPO w/o KL (β2 = 0).
+            and DPO w/o KL (β2 = 0): the coefficient starts at 0, and ``callbacks.AdaptiveBeta`` keeps a
+            0 at 0.
     The total is the mean of the agents' losses, so at r = 1 and KL = 0 it equals −mean(A)/N.
     """
 
@@ -52,8 +54,6 @@ class DPOLoss(MultiAgentPPOLoss):
         self.scale_by_n_agents = scale_by_n_agents
         self.sqrt_kl_per_state = sqrt_kl_per_state
         self.clip = clip
-        self.use_sqrt_kl = use_sqrt_kl
-        self.use_kl = use_kl
 
     def policy_objective(self, step: PolicyStep) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Equation 20 of paper 003, averaged over the agents.
@@ -62,10 +62,10 @@ class DPOLoss(MultiAgentPPOLoss):
             step.log_ratio, step.advantage: [B, A]; beta1, beta2: [A] -> scalar loss, diagnostics [A].
         """
         ratio = step.log_ratio.exp()
-        surrogate = ratio * step.advantage  # [B, A]
-        eps = self.clip_epsilon
         if self.clip:
-            surrogate = torch.minimum(surrogate, ratio.clamp(1.0 - eps, 1.0 + eps) * step.advantage)
+            surrogate = clipped_surrogate(ratio, step.advantage, self.clip_epsilon)  # [B, A]
+        else:
+            surrogate = ratio * step.advantage
         n_agents = step.log_ratio.shape[-1]
         scale = 1.0 / n_agents if self.scale_by_n_agents else 1.0
         kl = kl_divergence(step.old, step.new)  # [B, A]
@@ -79,6 +79,6 @@ class DPOLoss(MultiAgentPPOLoss):
         per_agent = (
             -scale * masked_mean_per_agent(surrogate, step.mask) + self.beta1 * sqrt_kl + self.beta2 * mean_kl
         )  # [A]
-        with torch.no_grad():
-            clip_fraction = masked_mean_per_agent(((ratio - 1.0).abs() > eps).float(), step.mask)
+        outside = outside_clip_range(ratio.detach(), self.clip_epsilon)
+        clip_fraction = masked_mean_per_agent(outside, step.mask)
         return per_agent.mean(), {"clip_fraction": clip_fraction}

@@ -6,9 +6,12 @@ import torch
 
 from marl_lightning.objectives.masking import masked_mean_per_agent
 from marl_lightning.objectives.ppo import MultiAgentPPOLoss, PolicyStep
+from marl_lightning.objectives.surrogate import clipped_surrogate, outside_clip_range
 
-# exp() of a sum of many log-ratios overflows long before clipping matters; ratios beyond e^±20 are clipped
-# anyway (the clipped branch has no gradient), so bounding the log keeps the loss finite without changing it.
+# exp() of a sum of many agents' log-ratios overflows float32 near 88. Bounding log λ to ±20 keeps the loss
+# finite, but it is not free: for A < 0 and λ > 1 + ε (or A > 0 and λ < 1 − ε) the objective takes the
+# unclipped branch λA, which has a gradient; beyond e^±20 the clamp makes λ constant there, so the gradient
+# that would pull such a sample's joint ratio back is lost (docs/algorithms.md, "Where a default differs").
 _MAX_JOINT_LOG_RATIO = 20.0
 
 
@@ -33,9 +36,8 @@ class JointRatioPPOLoss(MultiAgentPPOLoss):
             advantage = step.advantage.mean(-1)  # [B]
         else:
             advantage = step.advantage.sum(-1) / step.mask.sum(-1).clamp_min(1)
-        eps = self.clip_epsilon
-        surrogate = torch.minimum(ratio * advantage, ratio.clamp(1.0 - eps, 1.0 + eps) * advantage)
-        with torch.no_grad():
-            clipped = ((ratio - 1.0).abs() > eps).float().unsqueeze(-1).expand_as(step.log_ratio)
-            clip_fraction = masked_mean_per_agent(clipped, step.mask)  # [A], the same for every agent
+        surrogate = clipped_surrogate(ratio, advantage, self.clip_epsilon)
+        clipped = outside_clip_range(ratio.detach(), self.clip_epsilon)  # [B]
+        clipped = clipped.unsqueeze(-1).expand_as(step.log_ratio)
+        clip_fraction = masked_mean_per_agent(clipped, step.mask)  # [A], the same for every agent
         return -surrogate.mean(), {"clip_fraction": clip_fraction}

@@ -1,0 +1,108 @@
+"""Pins what marl_lightning relies on in a dependency's private API, so a release that changes it fails here.
+
+The only such adapter is ``marl_lightning.loggers.MLFlowLogger`` (Lightning's ``MLFlowLogger``: its
+``_experiment_name``, ``_run_name``, ``_run_id``, ``_mlflow_client``, ``_tracking_uri`` and the fabric
+helpers ``_convert_params``/``_flatten_dict``).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
+from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
+from mlflow.tracking import MlflowClient
+
+from marl_lightning.loggers import LIGHTNING_DEFAULT_EXPERIMENT, MLFlowLogger
+from tests.conftest import REPO
+
+
+def test_lightning_logger_fields_the_adapter_sets_decide_the_run(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    plain = LightningMLFlowLogger(tracking_uri=uri)
+    assert plain._experiment_name == LIGHTNING_DEFAULT_EXPERIMENT  # the default the adapter replaces
+    assert plain._run_name is None and plain._run_id is None  # no run until the first use
+    assert plain._tracking_uri == uri and plain._mlflow_client.tracking_uri == uri
+
+    named = MLFlowLogger(tracking_uri=uri)
+    named.name_unnamed("algo-task", "algo-task-seed3")
+    named.log_metrics({"x": 1.0}, step=0)  # creates the run: the names set before it count
+    client = MlflowClient(uri)
+    run = client.get_run(named.run_id)
+    assert run.info.run_name == "algo-task-seed3"
+    assert client.get_experiment(run.info.experiment_id).name == "algo-task"
+    named.name_unnamed("other", "other-seed0")  # too late: the run exists, nothing changes
+    assert named._run_name == "algo-task-seed3"
+
+    configured = MLFlowLogger(tracking_uri=uri, experiment_name="mine", run_name="r")
+    configured.name_unnamed("algo-task", "algo-task-seed3")  # configured names win
+    assert configured._experiment_name == "mine" and configured._run_name == "r"
+
+
+def test_setting_the_run_id_makes_lightning_log_into_that_run(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    first = MLFlowLogger(tracking_uri=uri, experiment_name="e")
+    first.log_metrics({"loss": 1.0}, step=1)
+    first.finalize("success")
+    resumed = MLFlowLogger(tracking_uri=uri, experiment_name="e")
+    assert resumed.continue_run(first.run_id)
+    resumed.log_metrics({"loss": 0.5}, step=2)
+    client = MlflowClient(uri)
+    history = [(m.step, m.value) for m in client.get_metric_history(first.run_id, "loss")]
+    assert sorted(history) == [(1, 1.0), (2, 0.5)]
+    assert client.get_run(first.run_id).info.status == "RUNNING"
+    assert len(client.search_runs([client.get_experiment_by_name("e").experiment_id])) == 1
+
+
+def test_fabric_param_helpers_flatten_as_mlflow_params_are_named():
+    flat = _flatten_dict(_convert_params({"model": {"lr": 0.1, "cells": [2, 3]}, "seed": 0}))
+    assert flat == {"model/lr": 0.1, "model/cells": [2, 3], "seed": 0}
+
+
+def _sources() -> list[Path]:
+    return [*(REPO / "marl_lightning").rglob("*.py"), *(REPO / "callbacks").rglob("*.py")]
+
+
+def _own_privates() -> set[str]:
+    """Private names our own code defines: attributes it assigns, functions and classes it defines."""
+    own = set()
+    for path in _sources():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                own.add(node.attr)
+            if isinstance(node, ast.FunctionDef | ast.ClassDef):
+                own.add(node.name)
+    return {name for name in own if name.startswith("_")}
+
+
+def _private_uses(path: Path, own: set[str]) -> set[str]:
+    """Private names of others used in a file: ``obj._x``, ``getattr(obj, "_x")``, ``from dep import _x``."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Load):
+            found.add(node.attr)
+        is_call = isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        if is_call and node.func.id in {"getattr", "setattr"} and len(node.args) > 1 \
+                and isinstance(node.args[1], ast.Constant):
+            found.add(str(node.args[1].value))
+        imported = isinstance(node, ast.ImportFrom)
+        if imported and not (node.module or "").startswith(("marl_lightning", "callbacks")):
+            found |= {alias.name for alias in node.names}
+    return {n for n in found if n.startswith("_") and not n.startswith("__") and n not in own}
+
+
+def test_no_private_attribute_of_a_dependency_outside_the_adapter():
+    adapter = REPO / "marl_lightning" / "loggers.py"
+    own = _own_privates() - {"_experiment_name", "_run_name", "_run_id"}  # Lightning's, set by the adapter
+    offenders = {}
+    for path in _sources():
+        uses = _private_uses(path, own)
+        if path != adapter and uses:
+            offenders[str(path.relative_to(REPO))] = sorted(uses)
+    assert offenders == {}
+    # The adapter's own uses are the ones the tests above pin.
+    assert _private_uses(adapter, own) == {
+        "_experiment_name", "_run_name", "_run_id", "_mlflow_client", "_tracking_uri", "_convert_params",
+        "_flatten_dict",
+    }
