@@ -6,18 +6,27 @@ Conventions: a joint action is an index j = Σ_i a_i · n^(N−1−i) (agent 0 m
 policy π^m(a_m | s, a^{1:m−1}) is a softmax of a table θ^m [S, n^(m−1), n] (log-linear with one-hot
 features of (s, a^{1:m−1}, a_m)), so later agents may condition on earlier agents' actions, as the paper's
 conditional policies do. Transitions are sub-stochastic: the missing mass of P(·|s, j) is termination.
+
+The value class F^m of Definition 5.1 bounds every f: the paper's [0, 1/(1−γ)] (rewards in [0, 1], γ < 1)
+becomes [V_min, V_max], the exact range of values over all policies (``TabularGame.value_bounds``), since the
+games here are undiscounted with termination and the ratio game's rewards are negative. The pessimistic
+evaluation is the minimiser of a convex quadratic over that box (``box_qp.solve_box_qp``).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 
+from marl_lightning.box_qp import solve_box_qp
 from marl_lightning.errors import ConfigError
 
-# The closed-form pessimistic evaluation solves a linear system over the |S| · n^m cells of agent m's table.
+# The pessimistic evaluation solves linear systems over the |S| · n^m cells of agent m's table.
 MAX_TABLE_CELLS = 4096
+# Value iteration steps ``TabularGame.value_bounds`` allows before it declares the values unbounded.
+MAX_VALUE_ITERATIONS = 10_000
 
 
 @dataclass(frozen=True)
@@ -39,12 +48,76 @@ class TabularGame:
         return self.reward.shape[0]
 
     def check_size(self) -> None:
-        """Refuse games whose last agent's table is too large for the closed form (``check_table_size``)."""
+        """Refuse games whose last agent's table is too large for the dense solves (``check_table_size``)."""
         check_table_size(self.n_states, self.n_actions, self.n_agents)
+
+    def value_bounds(self) -> tuple[float, float]:
+        """(V_min, V_max): the smallest and largest value any policy reaches from any state.
+
+        Every action value lies in this range: Q^π(s, j) = r(s, j) + γ Σ_s' P(s'|s, j) V^π(s') is bounded
+        by the optimal Q*(s, j) ≤ V*(s) ≤ V_max (likewise from below), and Q^{1:m}_π(s, a^{1:m}) averages
+        Q^π(s, j) over the later agents' actions. So [V_min, V_max] is the box of the class F^m (paper 002,
+        Definition 5.1: φᵀw ∈ [0, 1/(1−γ)] for rewards in [0, 1]) for these tables, and Q^{1:m}_π ∈ F^m
+        (realizability, Appendix C.2) for every π. It is the tightest box that does: the ratio game gives
+        [−5, 1]; a time-augmented stochastic game gives [min r (one last step), ≤ H·max r (from t = 0)].
+
+        Computed by value iteration for max_π and min_π, made exact by evaluating the greedy policy with a
+        linear solve once its value is a fixed point of the Bellman optimality operator. Assumes every
+        policy terminates (when γ = 1: the time-augmented stochastic game ends after H steps, the ratio
+        game stops with probability ≥ 0.1 each step). Computed once per game (the tables are never modified).
+        """
+        return self._value_bounds
+
+    @functools.cached_property
+    def _value_bounds(self) -> tuple[float, float]:
+        # cached_property writes the instance __dict__ directly, which a frozen dataclass allows
+        high = _extreme_state_values(self.reward, self.next_prob, self.gamma)  # [S]
+        low = -_extreme_state_values(-self.reward, self.next_prob, self.gamma)  # [S]
+        return float(low.min()), float(high.max())
+
+
+def _extreme_state_values(reward: torch.Tensor, next_prob: torch.Tensor, gamma: float) -> torch.Tensor:
+    """max_π V^π(s) for every state, exactly: value iteration V ← max_j [r(·, j) + γ P(·|·, j) V] until it
+    stops changing (after H steps in a game of horizon H), or until the value of the greedy policy (a
+    linear solve, once the greedy policy holds for two steps) satisfies that optimality equation.
+
+    A proper policy whose value solves the optimality equation is optimal (for any proper π,
+    T_π V ≤ T V = V, so V ≥ T_π^k V → V^π), so the result is exact, not a value-iteration estimate.
+
+    Shapes: reward [S, J], next_prob [S, J, S] -> [S].
+    """
+    n_states = reward.shape[0]
+    rows = torch.arange(n_states)
+    identity = torch.eye(n_states, dtype=reward.dtype)
+    values = torch.zeros(n_states, dtype=reward.dtype)
+    previous: torch.Tensor | None = None
+    checked: torch.Tensor | None = None  # each greedy policy is solved for once
+    for _ in range(MAX_VALUE_ITERATIONS):
+        q = reward + gamma * next_prob @ values  # [S, J]
+        new_values, greedy = q.max(-1)
+        tol = 1e-12 * (1.0 + float(new_values.abs().max()))
+        if float((new_values - values).abs().max()) <= 1e-3 * tol:  # a fixed point, to rounding
+            return new_values
+        stable = previous is not None and torch.equal(greedy, previous)
+        if stable and (checked is None or not torch.equal(greedy, checked)):
+            checked = greedy
+            system = identity - gamma * next_prob[rows, greedy]  # I − γ P_greedy [S, S]
+            solved, info = torch.linalg.solve_ex(system, reward[rows, greedy])
+            if int(info) == 0 and bool(torch.isfinite(solved).all()):
+                residual = (reward + gamma * next_prob @ solved).amax(-1) - solved
+                if float(residual.abs().max()) <= tol:
+                    return solved
+        previous, values = greedy, new_values
+    raise ConfigError(
+        f"TabularGame.value_bounds: value iteration did not converge in {MAX_VALUE_ITERATIONS} steps "
+        f"(γ = {gamma}, last max |V| = {float(values.abs().max()):.3g}): some policy never terminates, so "
+        "values are unbounded and the class F of paper 002 (Definition 5.1) has no box. Give the game a "
+        "horizon or a termination probability, or γ < 1."
+    )
 
 
 def check_table_size(n_states: int, n_actions: int, n_agents: int) -> None:
-    """Refuse games whose last agent's table (all of S × A^N) is too large for the closed form."""
+    """Refuse games whose last agent's table (all of S × A^N) is too large for the dense solves."""
     cells = n_states * n_actions**n_agents
     if cells > MAX_TABLE_CELLS:
         raise ConfigError(
@@ -131,39 +204,102 @@ def sample_oracle(
     return OracleData(state, prefix, reward, next_state)
 
 
-def pessimistic_evaluation(
+def pessimistic_objective(
     game: TabularGame, thetas: list[torch.Tensor], m: int, data: OracleData, lam: float, ridge: float = 1e-6
-) -> torch.Tensor:
-    """Algorithm 2, line 4: w = argmin_f f(s0, π^{1:m}) + λ·E^{1:m}(f, π), E the Bellman error of Equation 5.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The quadratic of Algorithm 2, line 4: f(s0, π^{1:m}) + λ·E^{1:m}(f, π) + (ridge/2)·‖f‖² = ½ fᵀHf + qᵀf
+    + const over the flat table f (cell c = s·n^m + a^{1:m}).
 
-    With one-hot features f is a table over (s, a^{1:m}). The inner minimum of Equation 5 is attained by the
-    empirical Bellman backup T̂f (per-cell means of r + γ f(s', π^{1:m})), so E(f) = Σ_c (n_c/n)(f_c −
-    T̂f_c)² = ‖D^{1/2}(M f − r̄)‖², M = I − γ P̂_π, linear in f; with the linear term c = initial ⊗
-    π^{1:m}(·|s) the minimiser solves (2λ MᵀDM + ridge·I) f = 2λ MᵀD r̄ − c. ``ridge`` stands in for the
-    paper's norm bound on w, making cells without samples well-defined.
+    With one-hot features f is a table over (s, a^{1:m}). The inner minimum of Equation 5, taken over all
+    tables, is attained by the empirical Bellman backup T̂f (per-cell means of r + γ f(s', π^{1:m})), so
+    E(f) = Σ_c (n_c/n)(f_c − T̂f_c)² = ‖D^{1/2}(M f − r̄)‖², M = I − γ P̂_π, and with the linear term
+    c = initial ⊗ π^{1:m}(·|s): H = 2λ MᵀDM + ridge·I, q = c − 2λ MᵀD r̄.
 
-    Shapes: -> [S, n^m].
+    P̂_π = T B has rank ≤ |S| (T [cells, S] the empirical successor frequencies, B [S, cells] spreading a
+    state over its cells with weights π^{1:m}), so MᵀDM = D − γ(DTB + (DTB)ᵀ) + γ² Bᵀ(TᵀDT)B is built in
+    O(cells² + cells·|S|²) instead of a cells³ product.
+
+    Shapes: -> H [C, C], q [C] with C = S · n^m.
     """
     n_states, cells_per_state = game.n_states, game.n_actions**m
     cells = n_states * cells_per_state
     cell = data.state * cells_per_state + data.prefix  # [n]
     count = torch.bincount(cell, minlength=cells).to(torch.float64)
     n = float(data.state.numel())
-    r_bar = torch.bincount(cell, weights=data.reward, minlength=cells) / count.clamp_min(1)
-    # P̂_π[c, c'] = (1/n_c) Σ_{samples in c, s' alive} π^{1:m}(p' | s') [c' = (s', p')]
+    r_bar = torch.bincount(cell, weights=data.reward.to(torch.float64), minlength=cells) / count.clamp_min(1)
     prefix = prefix_probs(thetas, m)  # [S, n^m]
+    # T[c, s'] = (1/n_c) #{samples in c that continue to s'}; P̂_π[c, (s', p')] = T[c, s'] π^{1:m}(p' | s')
     alive = data.next_state >= 0
     transitions = torch.zeros(cells, n_states, dtype=torch.float64)
     ones = torch.ones(int(alive.sum()), dtype=torch.float64)
     transitions.index_put_((cell[alive], data.next_state[alive]), ones, accumulate=True)
     transitions /= count.clamp_min(1).unsqueeze(-1)
-    p_hat = (transitions.unsqueeze(-1) * prefix.unsqueeze(0)).reshape(cells, cells)
-    m_matrix = torch.eye(cells, dtype=torch.float64) - game.gamma * p_hat
     d = count / n
+    gamma = game.gamma
+    dtb = ((d.unsqueeze(-1) * transitions).unsqueeze(-1) * prefix.unsqueeze(0)).reshape(cells, cells)
+    # TᵀDT [S, S]; T has at most n nonzeros, so a sparse product (a dense one is cells·S², 17 GFLOP at 4096
+    # cells with |S| = 2048)
+    gram = torch.sparse.mm(transitions.T.to_sparse(), d.unsqueeze(-1) * transitions)
+    weighted = prefix.unsqueeze(-1).unsqueeze(-1) * gram.unsqueeze(1).unsqueeze(-1)  # [S, n^m, S, 1]
+    hessian = (weighted * prefix.unsqueeze(0).unsqueeze(0)).reshape(cells, cells)  # Bᵀ(TᵀDT)B
+    hessian.mul_(gamma**2).sub_(dtb, alpha=gamma).sub_(dtb.T, alpha=gamma)
+    hessian.diagonal().add_(d)  # MᵀDM
+    hessian.mul_(2 * lam).diagonal().add_(ridge)
+    dr = d * r_bar
+    mt_dr = dr - gamma * (prefix * (transitions.T @ dr).unsqueeze(-1)).reshape(cells)  # MᵀD r̄
     c = (game.initial.unsqueeze(-1) * prefix).reshape(cells)
-    lhs = 2 * lam * m_matrix.T @ (d.unsqueeze(-1) * m_matrix) + ridge * torch.eye(cells, dtype=torch.float64)
-    rhs = 2 * lam * m_matrix.T @ (d * r_bar) - c
-    return torch.linalg.solve(lhs, rhs).reshape(n_states, cells_per_state)
+    return hessian, c - 2 * lam * mt_dr
+
+
+def pessimistic_evaluation(
+    game: TabularGame,
+    thetas: list[torch.Tensor],
+    m: int,
+    data: OracleData,
+    lam: float,
+    ridge: float = 1e-6,
+    bounds: tuple[float, float] | None = None,
+) -> torch.Tensor:
+    """Algorithm 2, line 4: f = argmin_{f ∈ F^m} f(s0, π^{1:m}) + λ·E^{1:m}(f, π), E the Bellman error of
+    Equation 5, over the box F^m = {f : V_min ≤ f ≤ V_max} (Definition 5.1 with one-hot features).
+
+    The objective is the convex quadratic of ``pessimistic_objective``, minimised exactly over the box by
+    ``solve_box_qp``. The box is what keeps line 5 (θ^m += η·f) sane: a cell that no sample covers and
+    that is no sample's successor has no Bellman error, so the pessimistic term alone drives it down, to
+    −c/ridge ≈ −10⁶ unconstrained, which would kill its action for good; in the box it stops at V_min, a
+    value some policy really has. Q^{1:m}_π lies in the box (``TabularGame.value_bounds``), so the
+    minimiser's guarantee f(s0) + λE(f) ≤ Q(s0) + λE(Q) (+ the ridge) still holds.
+
+    Where this differs from the paper: ``ridge``·‖f‖²/2 stands in for the norm bound ‖w‖₂ ≤ L of
+    Definition 5.1 (a penalty instead of a constraint, making the problem strictly convex); the box is
+    [V_min, V_max] from the game's tables rather than [0, 1/(1−γ)] (γ = 1 here, with termination, and the
+    ratio game's rewards are negative); the inner minimum of Equation 5 is taken over all tables, not over
+    F^m (keeping E quadratic; that E is ≥ the paper's, and equal whenever T̂f lies in the box); and the
+    pessimistic term weights states by ``game.initial`` instead of a fixed s0.
+
+    Args:
+        bounds: (low, high) of the box; default ``game.value_bounds()``. (−inf, inf) gives the
+            unconstrained minimiser, the closed form (H f = −q).
+
+    Shapes: -> [S, n^m].
+    """
+    if not ridge > 0:
+        raise ValueError(
+            f"pessimistic_evaluation: ridge ({ridge}) must be > 0; it makes the quadratic strictly convex "
+            "(cells without samples are otherwise undetermined). Use e.g. ridge=1e-6."
+        )
+    low, high = game.value_bounds() if bounds is None else bounds
+    if not low <= high:
+        raise ValueError(f"pessimistic_evaluation: bounds ({low}, {high}) must have low <= high.")
+    hessian, linear = pessimistic_objective(game, thetas, m, data, lam, ridge)
+    cells = linear.numel()
+    f = solve_box_qp(
+        hessian,
+        linear,
+        torch.full((cells,), low, dtype=torch.float64),
+        torch.full((cells,), high, dtype=torch.float64),
+    )
+    return f.reshape(game.n_states, game.n_actions**m)
 
 
 def bellman_error(

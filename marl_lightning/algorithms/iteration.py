@@ -101,7 +101,9 @@ class IterationModule(pl.LightningModule):
         iteration = self.run_iteration(dataloader_iter)
         self.frames += iteration.frames
         self.iterations += 1
-        reduced = metrics.reduce_over_ranks(iteration.statistics, self.statistics)
+        # on the module's device: NCCL reduces CUDA tensors only
+        statistics = {name: value.to(self.device) for name, value in iteration.statistics.items()}
+        reduced = metrics.reduce_over_ranks(statistics, self.statistics)
         frames = float(self.frames)
         self.log("step", frames, batch_size=1)  # the MLflow step: frames, not Lightning steps
         self.log("train/frames", frames, prog_bar=True, batch_size=1)
