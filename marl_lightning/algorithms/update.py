@@ -32,13 +32,14 @@ class UpdatePhase:
     agent: int | None = None
 
 
-_LOSS_ORDER = {"loss_objective": 0, "loss_critic": 1, "loss_entropy": 2}
+_LOSS_ORDER = ("loss_objective", "loss_critic", "loss_entropy")
 
 
 def total_loss(out: TensorDictBase) -> torch.Tensor:
     """The sum of an objective's ``loss_*`` terms (policy, value, entropy, then any other)."""
-    terms = [key for key in out.keys() if key.startswith(LOSS_PREFIX)]
-    terms.sort(key=lambda key: _LOSS_ORDER.get(key, len(_LOSS_ORDER)))
+    present = out.keys()
+    terms = [key for key in _LOSS_ORDER if key in present]
+    terms += [key for key in present if key.startswith(LOSS_PREFIX) and key not in _LOSS_ORDER]
     return sum(out.get(key) for key in terms)
 
 
@@ -48,42 +49,45 @@ class UpdateRecord:
     Scalars (the ``loss_*`` terms, a phase's β) are averaged over the minibatches that report them;
     per-agent diagnostics [A] (``approx_kl``, ``clip_fraction``) over the minibatches of the phases that
     update that agent; ``ratio_min``/``ratio_max`` [A] become the range per optimisation epoch [K, A].
+    Adding a minibatch only keeps references; the reductions run once, in :meth:`statistics`.
     """
 
     def __init__(self, num_epochs: int, n_agents: int, device: torch.device) -> None:
-        self.n_agents = n_agents
-        self.ratio_min = torch.full((num_epochs, n_agents), torch.inf, device=device)
-        self.ratio_max = torch.full((num_epochs, n_agents), -torch.inf, device=device)
+        self.num_epochs, self.n_agents, self.device = num_epochs, n_agents, device
         self.values: dict[str, list[torch.Tensor]] = {}
-        self.weights: dict[str, list[torch.Tensor]] = {}
+        self.origins: dict[str, list[tuple[int, int | None]]] = {}  # (epoch, updated agent or None: all)
 
     def add(self, out: TensorDictBase, epoch: int, agent: int | None) -> None:
         """Record one minibatch's objective output."""
-        active = torch.ones(self.n_agents, dtype=torch.bool, device=self.ratio_min.device)  # [A]
-        if agent is not None:
-            active = torch.zeros_like(active)
-            active[agent] = True
         for key, value in out.items():
-            value = value.detach()
-            if key == "ratio_min":
-                value = torch.where(active, value, torch.inf)
-                self.ratio_min[epoch] = torch.minimum(self.ratio_min[epoch], value)
-            elif key == "ratio_max":
-                value = torch.where(active, value, -torch.inf)
-                self.ratio_max[epoch] = torch.maximum(self.ratio_max[epoch], value)
-            else:
-                self.values.setdefault(key, []).append(value)
-                if value.dim():  # per agent [A]
-                    self.weights.setdefault(key, []).append(active.to(value.dtype))
+            self.values.setdefault(key, []).append(value.detach())
+            self.origins.setdefault(key, []).append((epoch, agent))
+
+    def _weights(self, key: str) -> torch.Tensor:
+        """1 where a value belongs to an agent its phase updated. Shapes: -> [minibatches, A]."""
+        origins = self.origins[key]
+        weights = torch.ones(len(origins), self.n_agents, device=self.device)
+        for row, (_, agent) in enumerate(origins):
+            if agent is not None:
+                weights[row] = 0.0
+                weights[row, agent] = 1.0
+        return weights
 
     def statistics(self) -> dict[str, torch.Tensor]:
         """Means over minibatches, and the per-epoch ratio range. Shapes: scalars, [A], ratio range [K, A]."""
-        out = {"ratio_min": self.ratio_min, "ratio_max": self.ratio_max}
+        out = {}
         for key, values in self.values.items():
             stacked = torch.stack(values)  # [minibatches, ...]
             if stacked.dim() == 1:
                 out[key] = stacked.mean(0)
+                continue
+            weights = self._weights(key)  # [minibatches, A]
+            if key in ("ratio_min", "ratio_max"):
+                epochs = torch.tensor([epoch for epoch, _ in self.origins[key]], device=self.device)
+                fill = torch.inf if key == "ratio_min" else -torch.inf
+                kept = torch.where(weights > 0, stacked, fill)
+                reduce = torch.amin if key == "ratio_min" else torch.amax
+                out[key] = torch.stack([reduce(kept[epochs == k], 0) for k in range(self.num_epochs)])  # [K, A]
             else:
-                weights = torch.stack(self.weights[key])  # [minibatches, A]
                 out[key] = (stacked * weights).sum(0) / weights.sum(0).clamp_min(1)
         return out

@@ -143,7 +143,10 @@ class MultiAgentPPOLoss(LossModule):
 
     def actor_loss(self, tensordict: TensorDictBase, agent: int | None = None) -> TensorDict:
         """``loss_objective``, ``loss_entropy`` and the diagnostics, of every agent or of ``agent`` alone."""
-        td = tensordict.copy()
+        return self._actor_loss(tensordict, tensordict.copy(), agent)
+
+    def _actor_loss(self, tensordict: TensorDictBase, td: TensorDictBase, agent: int | None) -> TensorDict:
+        """``td``: the copy the current policy's parameters are written into."""
         old_params = policy_params(tensordict)  # the collecting policy's, before get_dist overwrites td's
         mask = self.active_mask(td, agent)  # [B, A] or None
         dist, log_ratio = self._log_ratio(td, mask)
@@ -173,7 +176,9 @@ class MultiAgentPPOLoss(LossModule):
 
     def critic_loss(self, tensordict: TensorDictBase) -> TensorDict:
         """``loss_critic``: the weighted distance of the critic's estimate to ``value_target``."""
-        td = tensordict.copy()
+        return self._critic_loss(tensordict.copy())
+
+    def _critic_loss(self, td: TensorDictBase) -> TensorDict:
         mask = agent_mask(td)
         target = td.get(self.tensor_keys.value_target)  # [B, A, 1]
         if mask is not None:
@@ -182,6 +187,7 @@ class MultiAgentPPOLoss(LossModule):
         return TensorDict({"loss_critic": loss}, batch_size=[])
 
     def forward(self, tensordict: TensorDictBase) -> TensorDict:
-        out = self.actor_loss(tensordict)
-        out.update(self.critic_loss(tensordict))
+        td = tensordict.copy()  # one copy for both halves: the critic reads only what the actor leaves as is
+        out = self._actor_loss(tensordict, td, None)
+        out.update(self._critic_loss(td))
         return out
