@@ -139,7 +139,7 @@ def test_successor_frequencies_match_next_probs():
     start, _ = _decode(td[keys.OBSERVATION], env.n_states)  # [N]
     td = env.step(_constant_action_policy(1, env.n_agents)(td))
     nxt, _ = _decode(td[keys.nxt(keys.OBSERVATION)], env.n_states)
-    joint = env.joint_action_index(torch.ones(1, env.n_agents, dtype=torch.long)).item()
+    joint = joint_action_index(torch.ones(1, env.n_agents, dtype=torch.long), env.n_actions).item()
     for s in range(env.n_states):
         from_s = nxt[start == s]
         expected = torch.zeros(env.n_states).index_add_(

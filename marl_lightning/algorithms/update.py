@@ -87,7 +87,8 @@ class UpdateRecord:
                 fill = torch.inf if key == "ratio_min" else -torch.inf
                 kept = torch.where(weights > 0, stacked, fill)
                 reduce = torch.amin if key == "ratio_min" else torch.amax
-                out[key] = torch.stack([reduce(kept[epochs == k], 0) for k in range(self.num_epochs)])  # [K, A]
+                per_epoch = [reduce(kept[epochs == k], 0) for k in range(self.num_epochs)]
+                out[key] = torch.stack(per_epoch)  # [K, A]
             else:
                 out[key] = (stacked * weights).sum(0) / weights.sum(0).clamp_min(1)
         return out
