@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -51,11 +52,12 @@ class IterationModule(pl.LightningModule):
     ``total_frames`` is a setting of this run, so a resumed fit may be given a larger one. It is kept out
     of the saved hyperparameters on purpose: with ``--ckpt_path`` LightningCLI puts a checkpoint's
     hyperparameters over the command line, which would restore the old budget; it is logged as the run
-    parameter ``total_frames`` instead. Each ``training_step``
-    seeds every RNG from (seed, rank, iteration) — which makes a resumed fit draw what an uninterrupted one
-    does — runs :meth:`run_iteration`, counts its frames, reduces and logs its statistics as the
-    ``statistics`` table declares, stops the fit once the budget is spent and returns the reduced
-    statistics to the callbacks. Subclasses implement :meth:`run_iteration` and call
+    parameter ``total_frames`` instead.
+
+    Each ``training_step`` seeds every RNG from (seed, rank, iteration) — which makes a resumed fit draw
+    what an uninterrupted one does — runs :meth:`run_iteration`, counts its frames, reduces and logs its
+    statistics as the ``statistics`` table declares, stops the fit once the budget is spent and returns
+    the reduced statistics to the callbacks. Subclasses implement :meth:`run_iteration` and call
     :meth:`save_hyperparameters_with` once.
     """
 
@@ -138,6 +140,4 @@ class IterationModule(pl.LightningModule):
 
 def _caller_frame() -> Any:
     """The frame of the constructor that called :meth:`IterationModule.save_hyperparameters_with`."""
-    import inspect
-
     return inspect.currentframe().f_back.f_back

@@ -65,13 +65,10 @@ class UpdateRecord:
 
     def _weights(self, key: str) -> torch.Tensor:
         """1 where a value belongs to an agent its phase updated. Shapes: -> [minibatches, A]."""
-        origins = self.origins[key]
-        weights = torch.ones(len(origins), self.n_agents, device=self.device)
-        for row, (_, agent) in enumerate(origins):
-            if agent is not None:
-                weights[row] = 0.0
-                weights[row, agent] = 1.0
-        return weights
+        agents = torch.tensor([-1 if agent is None else agent for _, agent in self.origins[key]],
+                              device=self.device)  # [minibatches], -1: all agents
+        one_agent = torch.nn.functional.one_hot(agents.clamp_min(0), self.n_agents).float()
+        return torch.where(agents.unsqueeze(-1) < 0, 1.0, one_agent)
 
     def statistics(self) -> dict[str, torch.Tensor]:
         """Means over minibatches, and the per-epoch ratio range. Shapes: scalars, [A], ratio range [K, A]."""
