@@ -1,7 +1,8 @@
 """Lightning callbacks for marl_lightning (they import marl_lightning, never the reverse)."""
 
 from callbacks.adaptive_beta import AdaptiveBeta
+from callbacks.episode_video import EpisodeVideo
 from callbacks.iteration_checkpoint import IterationCheckpoint
 from callbacks.trust_region import TrustRegionMonitor
 
-__all__ = ["AdaptiveBeta", "IterationCheckpoint", "TrustRegionMonitor"]
+__all__ = ["AdaptiveBeta", "EpisodeVideo", "IterationCheckpoint", "TrustRegionMonitor"]

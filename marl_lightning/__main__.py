@@ -1,10 +1,22 @@
-"""``python -m marl_lightning fit --config conf/mappo.yaml``."""
+"""``python -m marl_lightning {fit,validate,test,grid,compare,render} ...``.
+
+``fit``, ``validate`` and ``test`` are LightningCLI subcommands (``marl_lightning.cli``); ``grid``,
+``compare`` and ``render`` are the workflows built on them (their own modules, each with ``main(argv)``).
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 from marl_lightning.errors import ConfigError
+
+# Subcommand -> module whose ``main(argv: list[str]) -> int`` runs it.
+WORKFLOWS = {
+    "grid": "marl_lightning.grid.command",
+    "compare": "marl_lightning.compare.command",
+    "render": "marl_lightning.render.command",
+}
 
 
 def _config_error_in(error: BaseException | None) -> ConfigError | None:
@@ -19,11 +31,16 @@ def _config_error_in(error: BaseException | None) -> ConfigError | None:
 
 
 def cli_main(args: list[str] | None = None) -> None:
-    """Run the LightningCLI; a user error prints one paragraph and exits with status 2, no traceback."""
-    from marl_lightning.cli import MarlCLI
-
+    """Run a subcommand; a user error prints one paragraph and exits with status 2, no traceback."""
+    argv = sys.argv[1:] if args is None else list(args)
     try:
-        MarlCLI(args=args)
+        if argv and argv[0] in WORKFLOWS:
+            status = importlib.import_module(WORKFLOWS[argv[0]]).main(argv[1:])
+            sys.exit(status)
+        from marl_lightning.artifacts import resolve_mlflow_arguments
+        from marl_lightning.cli import MarlCLI
+
+        MarlCLI(args=resolve_mlflow_arguments(argv))
     except (ValueError, TypeError) as error:
         config_error = _config_error_in(error)
         if config_error is None:

@@ -19,6 +19,7 @@ from marl_lightning.distributed import RolloutDDPStrategy
 from marl_lightning.envs.base import EnvSpec
 from marl_lightning.loggers import MLFLOW_RUN_KEY
 from marl_lightning.loggers import MLFlowLogger as ContinuableMLFlowLogger
+from marl_lightning.run_tags import fit_tags
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Read before any --config, for every subcommand: the trainer's settings (one place) and the default task.
@@ -114,12 +115,29 @@ class MarlCLI(LightningCLI):
         # folder exists (MLflow creates its run lazily, at the first log).
         label = f"{self.model.algorithm_label}-{self.datamodule.env_factory.name}"
         seed = self.config[self.subcommand].get("seed_everything") if self.subcommand else None
+        experiment, run = label, f"{label}-seed{seed}"
         for logger in self.trainer.loggers:
             if isinstance(logger, ContinuableMLFlowLogger):
-                logger.name_unnamed(label, f"{label}-seed{seed}")
+                logger.name_unnamed(experiment, run)
+                experiment, run = logger.names()
+                logger.add_tags(self._run_tags(seed))
         for callback in self.trainer.callbacks:
             if isinstance(callback, IterationCheckpointer) and callback.dirpath is None:
-                callback.dirpath = os.path.join("checkpoints", label)
+                callback.dirpath = default_checkpoint_dir(experiment, run)
+
+    def _run_tags(self, seed: int | None) -> dict[str, str]:
+        strategy = self.trainer.strategy
+        return fit_tags(
+            stage=self.subcommand or "fit",
+            algorithm=self.model.algorithm_label,
+            task=self.datamodule.env_factory.name,
+            n_agents=self.datamodule.env_spec.n_agents,
+            seed=seed,
+            reference_returns=self.datamodule.env_factory.reference_returns(),
+            device=str(strategy.root_device),
+            strategy=getattr(strategy, "strategy_name", type(strategy).__name__),
+            world_size=self.trainer.world_size,
+        )
 
     def before_fit(self) -> None:
         """``--ckpt_path last`` names this run's last checkpoint; a resumed fit goes on logging into the
@@ -139,6 +157,12 @@ class MarlCLI(LightningCLI):
         for logger in self.trainer.loggers:
             if isinstance(logger, ContinuableMLFlowLogger):
                 logger.continue_run(run_id)
+
+
+def default_checkpoint_dir(experiment: str, run: str | None) -> str:
+    """Where a run's checkpoints go unless ``IterationCheckpoint.dirpath`` is set:
+    ``checkpoints/<experiment>/<run>`` (``checkpoints/mappo-navigation/mappo-navigation-seed0``)."""
+    return os.path.join("checkpoints", experiment, run or experiment)
 
 
 def _last_checkpoint(trainer: Trainer) -> str | None:

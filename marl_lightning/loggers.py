@@ -8,6 +8,7 @@ Nothing else in marl_lightning touches them; ``tests/test_adapters.py`` pins the
 
 from __future__ import annotations
 
+import sys
 from argparse import Namespace
 from typing import Any
 
@@ -30,11 +31,40 @@ class MLFlowLogger(_LightningMLFlowLogger):
     parameters are immutable: on a continued run, parameters already recorded with the same value are not
     sent again, new ones are added, and a changed one (say a larger ``model.total_frames``) keeps its first
     value and gets its new value as the tag ``resumed/<name>``.
+
+    A fit stopped by Ctrl-C (KeyboardInterrupt) ends its run KILLED, not FAILED. ``log_system_metrics``
+    (off by default) records CPU, memory, disk, network and, where ``nvidia-ml-py`` is installed, GPU
+    use through MLflow's own system-metrics monitor (``system/...`` metrics, one sample every
+    ``system_metrics_interval_s`` seconds).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        log_system_metrics: bool = False,
+        system_metrics_interval_s: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.continued = False
+        self.log_system_metrics = log_system_metrics
+        self.system_metrics_interval_s = system_metrics_interval_s
+        self._system_monitor = None
+
+    def names(self) -> tuple[str, str | None]:
+        """(experiment name, run name) as they stand (after :meth:`name_unnamed`)."""
+        return self._experiment_name, self._run_name
+
+    def add_tags(self, tags: dict[str, str]) -> None:
+        """Tag the run with ``tags``, keeping any tag already given (a grid's ``algorithm`` label, say)."""
+        self.tags = {**tags, **(self.tags or {})}
+        if self._run_id is not None:  # a continued run; a new one is created with self.tags
+            self._tag_existing_run()
+
+    @rank_zero_only
+    def _tag_existing_run(self) -> None:
+        for key, value in self.tags.items():
+            self.experiment.set_tag(self.run_id, key, str(value))
 
     def name_unnamed(self, experiment_name: str, run_name: str) -> None:
         """Use these names where none was configured; only before the run exists (MLflow creates it lazily,
@@ -64,6 +94,8 @@ class MLFlowLogger(_LightningMLFlowLogger):
         self._run_id = run_id
         self.continued = True
         self._mark_running(run_id)
+        if self.tags:
+            self._tag_existing_run()
         return True
 
     @rank_zero_only
@@ -72,7 +104,27 @@ class MLFlowLogger(_LightningMLFlowLogger):
 
     @override
     @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        if self._system_monitor is not None:
+            self._system_monitor.finish()
+            self._system_monitor = None
+        # Lightning finalizes with "failed" from inside its `except KeyboardInterrupt` block.
+        interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+        super().finalize("KILLED" if status == "failed" and interrupted else status)
+
+    @override
+    @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace) -> None:
+        if self.log_system_metrics and self._system_monitor is None:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._system_monitor = SystemMetricsMonitor(
+                self.run_id,
+                sampling_interval=self.system_metrics_interval_s,
+                resume_logging=self.continued,
+                tracking_uri=self._tracking_uri,
+            )
+            self._system_monitor.start()
         if not self.continued:
             super().log_hyperparams(params)
             return

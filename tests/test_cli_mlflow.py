@@ -8,7 +8,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import cli_command
+from tests.conftest import REPO, cli_command
 
 pytestmark = pytest.mark.simulator
 
@@ -23,6 +23,10 @@ def test_cli_fit_two_iterations_lands_in_mlflow(in_tmp):
             "7",
             "--trainer.enable_progress_bar",
             "true",
+            "--trainer.logger.init_args.log_system_metrics",
+            "true",
+            "--trainer.logger.init_args.system_metrics_interval_s",
+            "0.5",
         ),
         capture_output=True,
         text=True,
@@ -67,6 +71,22 @@ def test_cli_fit_two_iterations_lands_in_mlflow(in_tmp):
     with open(config) as file:
         text = file.read()
     assert "class_path: marl_lightning.MAPPO" in text and "seed_everything: 7" in text
+    # Tags that make runs comparable, the final checkpoint as an artifact, MLflow's system metrics.
+    tags = run.data.tags
+    expected = {"algorithm": "mappo", "task": "navigation", "n_agents": "3", "seed": "7", "stage": "fit"}
+    assert {key: tags.get(key) for key in expected} == expected
+    assert (tags["device"], tags["strategy"], tags["world_size"]) == ("cpu", "single_device", "1")
+    assert tags["version.torch"] == torch.__version__ and tags["version.marl_lightning"] == "0.1.0"
+    if (REPO / ".git").exists():  # run from a git checkout
+        assert len(tags["git.commit"]) == 40 and tags["git.dirty"] in ("true", "false")
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == [
+        "checkpoints/last.ckpt"
+    ]
+    logged = torch.load(
+        client.download_artifacts(run.info.run_id, "checkpoints/last.ckpt", str(in_tmp)), weights_only=True
+    )
+    assert int(logged["state_dict"]["frames"]) == 400  # the final state
+    assert any(name.startswith("system/cpu_utilization") for name in metrics), sorted(metrics)
     # the progress bar reports frames, throughput and return while training
     for name in ("train/frames=", "perf/frames_per_s=", "train/return_mean="):
         assert name in proc.stdout + proc.stderr, name
@@ -91,7 +111,7 @@ def test_runs_and_checkpoints_are_named_after_algorithm_and_task(in_tmp):
     client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("ippo-ratio_game").experiment_id])
     assert run.info.run_name == "ippo-ratio_game-seed0"
-    assert (in_tmp / "checkpoints" / "ippo-ratio_game" / "last.ckpt").exists()
+    assert (in_tmp / "checkpoints" / "ippo-ratio_game" / "ippo-ratio_game-seed0" / "last.ckpt").exists()
 
 
 def test_resumed_fit_continues_its_mlflow_run(in_tmp):
@@ -104,13 +124,22 @@ def test_resumed_fit_continues_its_mlflow_run(in_tmp):
         # an absolute store: MLflow caches stores by URI within a process, across tests' working dirs
         store = f"sqlite:///{in_tmp / 'mlflow.db'}"
         frames = str(total_frames)
-        MarlCLI(args=cli_args(
-            "fit", "--model.total_frames", frames, "--seed_everything", "3",
-            "--trainer.logger.init_args.tracking_uri", store, *extra,
-        ))
+        MarlCLI(
+            args=cli_args(
+                "fit",
+                "--model.total_frames",
+                frames,
+                "--seed_everything",
+                "3",
+                "--trainer.logger.init_args.tracking_uri",
+                store,
+                *extra,
+            )
+        )
 
     fit(400)
-    checkpoint = torch.load(in_tmp / "checkpoints/mappo-navigation/last.ckpt", weights_only=True)
+    folder = in_tmp / "checkpoints" / "mappo-navigation" / "mappo-navigation-seed3"
+    checkpoint = torch.load(folder / "last.ckpt", weights_only=True)
     fit(800, "--ckpt_path", "last")
 
     client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")

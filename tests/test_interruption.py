@@ -60,3 +60,28 @@ def test_interrupted_fit_resumes_to_the_same_parameters(in_tmp):
     assert int(b["iterations"]) == 20
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_ctrl_c_marks_the_mlflow_run_killed_and_the_resumed_fit_finishes_it(in_tmp):
+    from mlflow.tracking import MlflowClient
+
+    command = cli_command("fit", "--model.total_frames", str(TOTAL))
+    proc = subprocess.Popen(command, cwd=in_tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = in_tmp / "checkpoints" / "mappo-navigation" / "mappo-navigation-seed0" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not (last.exists() and _iterations(last) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it was interrupted"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) != 0
+    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("mappo-navigation").experiment_id])
+    assert run.info.status == "KILLED"  # not FAILED: nothing went wrong
+    assert run.data.tags["stage"] == "fit"
+
+    subprocess.run(
+        [*command, "--ckpt_path", "last"], check=True, capture_output=True, cwd=in_tmp, timeout=600
+    )
+    (resumed,) = client.search_runs([client.get_experiment_by_name("mappo-navigation").experiment_id])
+    assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
+    assert resumed.data.metrics["train/frames"] == TOTAL

@@ -1,4 +1,5 @@
-"""A run logged to a real MLflow tracking server (started on localhost) instead of the SQLite default."""
+"""A real MLflow tracking server (started on localhost, proxied artifacts): a fit logs to it; a grid runs
+against it; a policy is evaluated from its artifacts alone; ``compare`` reads it."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def tracking_server(in_tmp):
             str(port),
             "--backend-store-uri",
             f"sqlite:///{in_tmp / 'server.db'}",
-            "--default-artifact-root",
+            "--artifacts-destination",  # artifacts go through the server (mlflow-artifacts:/)
             str(in_tmp / "server-artifacts"),
             "--workers",
             "1",
@@ -85,3 +86,70 @@ def test_fit_logs_to_a_tracking_server(tracking_server, in_tmp):
     assert run.data.params["algorithm"] == "MAPPO"
     assert "config.yaml" in [a.path for a in client.list_artifacts(run.info.run_id)]
     assert not (in_tmp / "mlflow.db").exists()
+
+
+GRID = """
+name: served
+algorithms: [mappo, ippo]
+tasks: [ratio_game]
+seeds: [0, 1]
+set:
+  model.total_frames: 200
+  data.num_envs: 10
+  data.frames_per_batch: 100
+  data.eval_episodes: 4
+  model.init_args.minibatch_size: 50
+  model.init_args.num_epochs: 1
+  model.init_args.actor_cells: [16]
+  model.init_args.critic_cells: [16]
+  trainer.val_check_interval: 1
+"""
+
+
+def _marl(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "marl_lightning", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900)
+
+
+def test_grid_evaluation_from_artifacts_and_compare_against_a_server(tracking_server, in_tmp):
+    (in_tmp / "served.yaml").write_text(GRID)
+    result = _marl("grid", "--config", "served.yaml", "--tracking_uri", tracking_server, "--jobs", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 finished" in result.stdout
+    assert not (in_tmp / "mlflow.db").exists()  # nothing went to the default store
+    client = MlflowClient(tracking_server)
+    experiment = client.get_experiment_by_name("served")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    run = runs["ippo-ratio_game-seed1"]
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")  # proxied by the server
+
+    # The policy from the server alone: its config and final checkpoint, no local checkpoint folder.
+    import shutil
+
+    shutil.rmtree(in_tmp / "checkpoints")
+    run_uri = f"runs:/{run.info.run_id}"
+    result = _marl(
+        "test",
+        "--config",
+        f"{run_uri}/config.yaml",
+        "--ckpt_path",
+        f"{run_uri}/checkpoints/last.ckpt",
+        "--trainer.logger.init_args.tracking_uri",
+        tracking_server,
+        "--trainer.logger.init_args.run_name",
+        "evaluated-from-server",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (evaluated,) = client.search_runs(
+        [experiment.experiment_id], "attributes.run_name = 'evaluated-from-server'"
+    )
+    # The exact value of the trained policy equals the one the fit logged at its last evaluation.
+    value = evaluated.data.metrics["eval/ratio_game_value"]
+    assert value == pytest.approx(run.data.metrics["eval/ratio_game_value"], abs=1e-6)
+
+    result = _marl("compare", "--grid", "served", "--tracking-uri", tracking_server, "--reps", "100")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "mappo" in result.stdout and "ippo" in result.stdout
+    (summary,) = client.search_runs([experiment.experiment_id], "tags.`grid.role` = 'summary'")
+    artifacts = {a.path for a in client.list_artifacts(summary.info.run_id, "comparison")}
+    assert {"comparison/summary.md", "comparison/marl_eval.json"} <= artifacts

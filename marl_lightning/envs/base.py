@@ -62,6 +62,13 @@ class EnvFactory(abc.ABC):
         """
         return {}
 
+    def reference_returns(self) -> dict[str, float]:
+        """The task's known expected team returns for normalised scores (``compare``): ``"optimum"`` (the best
+        any policy reaches) and ``"random"`` (the uniformly random policy's), where the task knows them; the
+        fit logs them as the run tags ``task.optimum`` and ``task.random_return``. None by default.
+        """
+        return {}
+
     @abc.abstractmethod
     def make(self, num_envs: int, device: torch.device | str, seed: int) -> EnvBase:
         """A raw TorchRL env with batch size ``[num_envs]`` and the ``"agents"`` group."""

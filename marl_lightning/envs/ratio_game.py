@@ -235,6 +235,11 @@ class RatioGameTask(EnvFactory):
             n_actions=N_ACTIONS,
         )
 
+    def reference_returns(self) -> dict[str, float]:
+        """The optimum 1 (paper 002, Appendix E) and the value of two uniformly random agents."""
+        uniform = torch.full((N_ACTIONS,), 1.0 / N_ACTIONS, dtype=torch.float64)
+        return {"optimum": 1.0, "random": float(ratio_game_value(uniform, uniform))}
+
     def evaluation_metrics(self, policy: torch.nn.Module, return_mean: float) -> dict[str, float]:
         """The exact value of the current stochastic joint policy (paper 002, Appendix E).
 

@@ -334,6 +334,15 @@ def _optimal_return(
     return game.optimal_return()
 
 
+@functools.cache
+def _uniform_return(
+    n_states: int, n_agents: int, n_actions: int, horizon: int, n_successors: int, game_seed: int
+) -> float:
+    game = StochasticGame(n_states, n_agents, n_actions, horizon, n_successors, seed=game_seed)
+    n_joint = n_actions**n_agents
+    return game.policy_return(torch.full((n_states, n_joint), 1.0 / n_joint, dtype=torch.float64))
+
+
 class StochasticGameTask(EnvFactory):
     """The DPO paper's cooperative stochastic game (Section 4.1) as a LightningCLI choice of ``data.env``.
 
@@ -420,6 +429,10 @@ class StochasticGameTask(EnvFactory):
     def optimal_return(self) -> float:
         """The game's dynamic-programming optimum (computed once per game, on CPU)."""
         return _optimal_return(*self._game_args())
+
+    def reference_returns(self) -> dict[str, float]:
+        """The DP optimum and the uniformly random joint policy's expected return (both exact)."""
+        return {"optimum": self.optimal_return(), "random": _uniform_return(*self._game_args())}
 
     def tabular_model(self) -> TabularGame:
         """The game as a time-augmented tabular model for ``marl_lightning.tabular`` (state (t, s) at index

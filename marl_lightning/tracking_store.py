@@ -1,0 +1,86 @@
+"""Open an MLflow tracking store (``compare``, ``grid``), failing fast with one paragraph when it cannot be
+reached."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mlflow.tracking import MlflowClient
+
+from marl_lightning.errors import ConfigError
+
+# A probe of an http(s) store gives up after this many seconds and never retries (MLflow's defaults retry
+# for minutes before an unreachable server is reported).
+PROBE_TIMEOUT_S = "5"
+PROBE_ENVIRONMENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": PROBE_TIMEOUT_S}
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def local_store_path(uri: str) -> Path | None:
+    """The file or folder a local store URI names (``sqlite:///x.db``, ``file:///x``, ``./mlruns``)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///") :])
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    if parsed.scheme == "" or len(parsed.scheme) == 1:  # a plain path (a Windows drive letter too)
+        return Path(uri)
+    return None
+
+
+def open_store(uri: str, must_exist: bool = True) -> MlflowClient:
+    """A client of the tracking store ``uri``, checked to answer (and to exist, with ``must_exist``).
+
+    With ``must_exist`` a local store that does not exist is an error (MLflow would create a new, empty
+    one); an http(s) store is probed once without retries, so an unreachable server is reported in seconds.
+    """
+    fix = "Pass the store the runs were logged to with --tracking-uri (or set MLFLOW_TRACKING_URI)."
+    path = local_store_path(uri)
+    if must_exist and path is not None and not path.exists():
+        raise ConfigError(
+            f"--tracking-uri {uri}: {path} does not exist, so it holds no runs (MLflow would create a new, "
+            f"empty store there). {fix} The default is ./mlflow.db in the folder where `fit` ran "
+            f"(sqlite:///mlflow.db)."
+        )
+    client = MlflowClient(tracking_uri=uri)
+    probe = PROBE_ENVIRONMENT if urlparse(uri).scheme in ("http", "https") else {}
+    try:
+        with _environment(probe):
+            client.search_experiments(max_results=1)
+    except Exception as error:  # noqa: BLE001 - any failure to answer is reported the same way
+        lines = str(error).strip().splitlines()
+        reason = lines[0] if lines else type(error).__name__
+        raise ConfigError(
+            f"--tracking-uri {uri}: the MLflow tracking store does not answer ({reason}). Check that the "
+            f"server is running and reachable from here (`mlflow server` prints its address), or that the "
+            f"file is an MLflow store. {fix}"
+        ) from None
+    return client
+
+
+def ui_hint(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """Where to look in MLflow's UI: the experiment's training runs as charts (MLflow 3 otherwise opens on
+    its GenAI overview), or one run's artifacts."""
+    if urlparse(uri).scheme in ("http", "https"):
+        base, start = uri.rstrip("/"), ""
+    else:
+        base, start = "http://127.0.0.1:5000", f"`mlflow ui --backend-store-uri {uri}`, then "
+    page = f"runs/{run_id}/artifacts" if run_id else "runs?compareRunsMode=CHART"
+    return f"{start}{base}/#/experiments/{experiment_id}/{page}"
