@@ -80,11 +80,11 @@ def improvements(rows: list[Improvement], colour: dict[str, str], path: Path) ->
     figure = Figure(figsize=(6, 0.45 * len(rows) + 1.5))
     axis = figure.subplots()
     for y, r in enumerate(rows):
-        axis.plot([r.low, r.high], [y, y], color=colour[r.x], linewidth=6, alpha=0.6)
-        axis.plot([r.probability], [y], "|", color="black", markersize=14)
+        axis.plot([r.low, r.high], [y, y], color=colour[r.x], linewidth=6, alpha=0.6, solid_capstyle="round")
+        axis.plot([r.probability], [y], "o", color="black", markersize=5)  # visible at 0 and 1 too
     axis.axvline(0.5, color="grey", linestyle="--", linewidth=1)
     axis.set_yticks(range(len(rows)), [f"P({r.x} > {r.y})" for r in rows])
-    axis.set_xlim(0, 1)
+    axis.set_xlim(-0.03, 1.03)
     axis.set_xlabel("probability of improvement, 95% CI")
     axis.grid(axis="x", alpha=0.3)
     return _save(figure, path)
