@@ -220,3 +220,37 @@ def test_every_grid_file_in_conf_is_a_valid_grid(path):
     runs = plan_runs(spec)
     assert runs and len({r.name for r in runs}) == len(runs)
     check_runs(runs)  # every run's configuration parses as a fit
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_grid_and_a_rerun_resumes_it(in_tmp):
+    """SIGINT to the grid: no further fit starts, the running one ends KILLED after a checkpoint, the parent
+    is KILLED; the same command again resumes the killed run from its checkpoint and runs the rest."""
+    import signal
+    import time
+
+    path = write_grid(in_tmp, algorithms="[mappo]", seeds="[0, 1]", frames=3000)
+    command = [sys.executable, "-m", "marl_lightning", "grid", "--config", str(path)]
+    proc = subprocess.Popen(command, cwd=in_tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checkpoint = in_tmp / "checkpoints" / "tiny" / "mappo-ratio_game-seed0" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, output
+    assert not (in_tmp / "grids" / "tiny" / "logs" / "mappo-ratio_game-seed1.log").exists()  # never started
+    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
+    (killed,) = children(client, "tiny").values()
+    assert killed.info.status == "KILLED"
+    interrupted_at = int(torch.load(checkpoint, weights_only=True)["state_dict"]["frames"])
+    assert interrupted_at < 3000
+
+    result = grid("--config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = children(client, "tiny")
+    assert runs["mappo-ratio_game-seed0"].info.run_id == killed.info.run_id  # the same run, continued
+    assert {r.info.status for r in runs.values()} == {"FINISHED"} and len(runs) == 2
+    frames = [m.step for m in client.get_metric_history(killed.info.run_id, "train/frames")]
+    assert frames[-1] == 3000 and interrupted_at in frames

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -29,10 +30,16 @@ class Launch:
 OnDone = Callable[[Launch, int, float], None]
 
 
-def run_logged(command: list[str], cwd: str, log: str, threads: int | None = None) -> tuple[int, float]:
+def run_logged(
+    command: list[str],
+    cwd: str,
+    log: str,
+    threads: int | None = None,
+    started: Callable[[subprocess.Popen], None] | None = None,
+) -> tuple[int, float]:
     """Run ``command`` with its output appended to ``log``; (exit status, wall seconds). Module level so that
     submitit can pickle it onto a SLURM node. ``threads`` sets ``OMP_NUM_THREADS`` (torch's intra-op threads)
-    unless the environment already does."""
+    unless the environment already does; ``started`` is given the process once it runs."""
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if threads is not None:
@@ -41,7 +48,10 @@ def run_logged(command: list[str], cwd: str, log: str, threads: int | None = Non
     with open(log, "a") as out:
         out.write(f"$ {shlex.join(command)}\n")
         out.flush()
-        status = subprocess.run(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+        with subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT) as process:
+            if started is not None:
+                started(process)
+            status = process.wait()
     return status, time.perf_counter() - start
 
 
@@ -60,13 +70,28 @@ class LocalLauncher:
         return f"local, {self.jobs} at once, {self.threads} torch thread(s) each"
 
     def launch(self, launches: list[Launch], on_done: OnDone) -> None:
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+        """Run the fits; on Ctrl-C (or SIGINT to the grid alone) no further fit starts, the running ones get
+        SIGINT too (each ends KILLED after its last checkpoint) and the interrupt goes on to the caller."""
+        running: list[subprocess.Popen] = []
+        pool = ThreadPoolExecutor(max_workers=self.jobs)
+        try:
             futures = {
-                pool.submit(run_logged, x.command, x.cwd, str(x.log), self.threads): x for x in launches
+                pool.submit(run_logged, x.command, x.cwd, str(x.log), self.threads, running.append): x
+                for x in launches
             }
             for future in as_completed(futures):
                 status, wall = future.result()
                 on_done(futures[future], status, wall)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in running:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGINT)
+            for process in running:
+                process.wait()
+            raise
+        finally:
+            pool.shutdown(wait=True)
 
 
 class SlurmLauncher:
