@@ -76,6 +76,15 @@ def synthetic_batch(spec: EnvSpec, batch: int = 8, generator_seed: int = 0) -> T
     )
 
 
+@pytest.fixture(autouse=True)
+def no_tracking_uri_from_earlier_tests():
+    """MLflow's ``set_tracking_uri`` (which Lightning's MLFlowLogger calls) exports ``MLFLOW_TRACKING_URI``;
+    left set, it would send a later test's commands and subprocesses to an earlier test's store."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 @pytest.fixture
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in a fresh directory (MLflow store, checkpoints) with the repo importable."""

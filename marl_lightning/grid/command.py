@@ -150,7 +150,8 @@ def _run(
         print(f"[{done}/{len(launches)}] {launch.name}: {status}, {value}, {wall:.0f} s", flush=True)
 
     try:
-        launcher.launch(launches, on_done)
+        if launches:
+            launcher.launch(launches, on_done)
     except KeyboardInterrupt:
         tracking.finish_parent(parent_id, "KILLED", {})
         print(f"grid {grid.name}: interrupted; rerun the same command to resume it.")
