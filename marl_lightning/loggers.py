@@ -108,8 +108,9 @@ class MLFlowLogger(_LightningMLFlowLogger):
         if self._system_monitor is not None:
             self._system_monitor.finish()
             self._system_monitor = None
-        # Lightning finalizes with "failed" from inside its `except KeyboardInterrupt` block.
-        interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+        # Lightning finalizes with "failed" from inside its `except` blocks; Ctrl-C is a KeyboardInterrupt,
+        # possibly wrapped by the code it interrupted (a collector thread, the database driver).
+        interrupted = _caused_by_interrupt(sys.exc_info()[1])
         super().finalize("KILLED" if status == "failed" and interrupted else status)
 
     @override
@@ -140,3 +141,13 @@ class MLFlowLogger(_LightningMLFlowLogger):
             super().log_hyperparams(new)
         for key, value in changed.items():
             self.experiment.set_tag(self.run_id, RESUMED_TAG_PREFIX + key, value)
+
+
+def _caused_by_interrupt(error: BaseException | None) -> bool:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False

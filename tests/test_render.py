@@ -39,6 +39,8 @@ def trained(tmp_path_factory):
         cli_main(cli_args(
             "fit", "--model.init_args.total_frames", "400", "--trainer.val_check_interval", "1",
             f"--trainer.callbacks+={json.dumps(VIDEO_CALLBACK)}",
+            # absolute: MLflow caches stores by URI within a process, across tests' working folders
+            "--trainer.logger.init_args.tracking_uri", f"sqlite:///{root / 'mlflow.db'}",
         ))
     (ckpt,) = root.glob("checkpoints/**/last.ckpt")
     run_id = torch.load(ckpt, map_location="cpu", weights_only=True)[MLFLOW_RUN_KEY]
