@@ -253,4 +253,7 @@ def test_ctrl_c_stops_the_grid_and_a_rerun_resumes_it(in_tmp):
     assert runs["mappo-ratio_game-seed0"].info.run_id == killed.info.run_id  # the same run, continued
     assert {r.info.status for r in runs.values()} == {"FINISHED"} and len(runs) == 2
     frames = [m.step for m in client.get_metric_history(killed.info.run_id, "train/frames")]
-    assert frames[-1] == 3000 and interrupted_at in frames
+    # Every iteration after the checkpoint is logged once more by the resumed fit (the iteration in flight
+    # when Ctrl-C came may have been checkpointed before Lightning logged it: issue 12).
+    assert frames[-1] == 3000
+    assert set(range(interrupted_at + 100, 3001, 100)) <= set(frames)
