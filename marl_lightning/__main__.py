@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from marl_lightning.errors import ConfigError
+from marl_lightning.errors import ConfigError, find_in_chain
 
 # Subcommand -> module whose ``main(argv: list[str]) -> int`` runs it.
 WORKFLOWS = {
@@ -17,17 +17,6 @@ WORKFLOWS = {
     "compare": "marl_lightning.compare.command",
     "render": "marl_lightning.render.command",
 }
-
-
-def _config_error_in(error: BaseException | None) -> ConfigError | None:
-    """The ConfigError behind an exception (jsonargparse wraps errors raised while instantiating)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, ConfigError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
 
 
 def cli_main(args: list[str] | None = None) -> None:
@@ -42,7 +31,7 @@ def cli_main(args: list[str] | None = None) -> None:
 
         MarlCLI(args=resolve_mlflow_arguments(argv))
     except (ValueError, TypeError) as error:
-        config_error = _config_error_in(error)
+        config_error = find_in_chain(error, ConfigError)
         if config_error is None:
             raise
         print(f"marl_lightning: error: {config_error}", file=sys.stderr)

@@ -17,6 +17,8 @@ from lightning.pytorch.loggers import MLFlowLogger as _LightningMLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from typing_extensions import override
 
+from marl_lightning.errors import find_in_chain
+
 LIGHTNING_DEFAULT_EXPERIMENT = "lightning_logs"  # Lightning's experiment_name when none is given
 PARAM_VALUE_LIMIT = 250  # Lightning's MLFlowLogger truncates parameter values to this many characters
 RESUMED_TAG_PREFIX = "resumed/"
@@ -110,7 +112,7 @@ class MLFlowLogger(_LightningMLFlowLogger):
             self._system_monitor = None
         # Lightning finalizes with "failed" from inside its `except` blocks; Ctrl-C is a KeyboardInterrupt,
         # possibly wrapped by the code it interrupted (a collector thread, the database driver).
-        interrupted = _caused_by_interrupt(sys.exc_info()[1])
+        interrupted = find_in_chain(sys.exc_info()[1], KeyboardInterrupt) is not None
         super().finalize("KILLED" if status == "failed" and interrupted else status)
 
     @override
@@ -142,12 +144,3 @@ class MLFlowLogger(_LightningMLFlowLogger):
         for key, value in changed.items():
             self.experiment.set_tag(self.run_id, RESUMED_TAG_PREFIX + key, value)
 
-
-def _caused_by_interrupt(error: BaseException | None) -> bool:
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, KeyboardInterrupt):
-            return True
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return False

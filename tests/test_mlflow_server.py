@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from marl_lightning.cli import MarlCLI
 from tests.conftest import CONF, SMALL_RUN_ARGS
+from tests.test_grid import write_grid
 
 pytestmark = [pytest.mark.simulator, pytest.mark.slow]
 
@@ -88,22 +89,6 @@ def test_fit_logs_to_a_tracking_server(tracking_server, in_tmp):
     assert not (in_tmp / "mlflow.db").exists()
 
 
-GRID = """
-name: served
-algorithms: [mappo, ippo]
-tasks: [ratio_game]
-seeds: [0, 1]
-set:
-  model.total_frames: 200
-  data.num_envs: 10
-  data.frames_per_batch: 100
-  data.eval_episodes: 4
-  model.init_args.minibatch_size: 50
-  model.init_args.num_epochs: 1
-  model.init_args.actor_cells: [16]
-  model.init_args.critic_cells: [16]
-  trainer.val_check_interval: 1
-"""
 
 
 def _marl(*args: str) -> subprocess.CompletedProcess:
@@ -112,7 +97,7 @@ def _marl(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_grid_evaluation_from_artifacts_and_compare_against_a_server(tracking_server, in_tmp):
-    (in_tmp / "served.yaml").write_text(GRID)
+    write_grid(in_tmp, name="served")
     result = _marl("grid", "--config", "served.yaml", "--tracking_uri", tracking_server, "--jobs", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 finished" in result.stdout
