@@ -2,6 +2,10 @@
 
 ``fit``, ``validate`` and ``test`` are LightningCLI subcommands (``marl_lightning.cli``); ``grid``,
 ``compare`` and ``render`` are the workflows built on them (their own modules, each with ``main(argv)``).
+
+Exit statuses: 0 done; 1 a training error (``errors.TrainingError``: non-finite values, a full disk); 2 a
+bad setting (``errors.ConfigError``, before anything is created); 128 + N stopped by signal N after a
+checkpoint (143 SIGTERM, 130 SIGINT, 138 SIGUSR1). Each prints one paragraph, no traceback.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from marl_lightning.errors import ConfigError, find_in_chain
+from marl_lightning.errors import ConfigError, Interrupted, TrainingError, find_in_chain, paragraph
 
 # Subcommand -> module whose ``main(argv: list[str]) -> int`` runs it.
 WORKFLOWS = {
@@ -26,16 +30,30 @@ def cli_main(args: list[str] | None = None) -> None:
         if argv and argv[0] in WORKFLOWS:
             status = importlib.import_module(WORKFLOWS[argv[0]]).main(argv[1:])
             sys.exit(status)
+        from marl_lightning.argument_errors import check_config_files
         from marl_lightning.artifacts import resolve_mlflow_arguments
         from marl_lightning.cli import MarlCLI
 
-        MarlCLI(args=resolve_mlflow_arguments(argv))
-    except (ValueError, TypeError) as error:
+        resolved = resolve_mlflow_arguments(argv)
+        check_config_files(resolved)
+        if args is None:  # LightningCLI reads sys.argv itself (given args too, it warns)
+            sys.argv[1:] = resolved
+            MarlCLI()
+        else:
+            MarlCLI(args=resolved)
+    except Interrupted as interrupted:
+        print(f"marl_lightning: {interrupted}", file=sys.stderr)
+        sys.exit(interrupted.exit_status)
+    except Exception as error:
         config_error = find_in_chain(error, ConfigError)
-        if config_error is None:
-            raise
-        print(f"marl_lightning: error: {config_error}", file=sys.stderr)
-        sys.exit(2)
+        if config_error is not None:
+            print(f"marl_lightning: error: {paragraph(config_error)}", file=sys.stderr)
+            sys.exit(2)
+        training_error = find_in_chain(error, TrainingError)
+        if training_error is not None:
+            print(f"marl_lightning: error: {paragraph(training_error)}", file=sys.stderr)
+            sys.exit(1)
+        raise
 
 
 if __name__ == "__main__":

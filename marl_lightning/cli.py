@@ -5,21 +5,26 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, Protocol, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from typing_extensions import override
 
-from marl_lightning.algorithms.validation import check_budget, check_minibatching
+from marl_lightning.algorithms.validation import check_budget, check_minibatching, check_strategy
+from marl_lightning.argument_errors import one_paragraph
+from marl_lightning.checkpoint_checks import check_fits_config, load_checkpoint
 from marl_lightning.data import RolloutDataModule
 from marl_lightning.distributed import RolloutDDPStrategy
 from marl_lightning.envs.base import EnvSpec
+from marl_lightning.errors import ConfigError, find_in_chain
 from marl_lightning.loggers import MLFLOW_RUN_KEY
 from marl_lightning.loggers import MLFlowLogger as ContinuableMLFlowLogger
 from marl_lightning.run_tags import fit_tags
+from marl_lightning.tracking_store import check_store_for_logging
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Read before any --config, for every subcommand: the trainer's settings (one place) and the default task.
@@ -53,11 +58,15 @@ class MarlArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:
             super().error(message, ex)
-        sys.stderr.write(
-            f"marl_lightning: error: {message.strip()}\n"
-            f"Run `{self.prog.replace(' [options]', '')} --help` to list every setting.\n"
-        )
+        sys.stderr.write(f"marl_lightning: error: {one_paragraph(message.strip())}\n{help_hint(self.prog)}\n")
         sys.exit(2)
+
+
+def help_hint(prog: str) -> str:
+    """The line after an argument error, naming what the user typed: ``python -m marl_lightning fit --help``
+    (argparse's ``prog`` starts with the script's file name, ``__main__.py fit``)."""
+    words = prog.replace("[options]", "").split()
+    return f"Run `{' '.join(['python -m marl_lightning', *words[1:]])} --help` to list every setting."
 
 
 class MarlCLI(LightningCLI):
@@ -86,6 +95,30 @@ class MarlCLI(LightningCLI):
         )
 
     @override
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        # A checkpoint file is checked against the config as the user gave it: LightningCLI puts the
+        # checkpoint's hyperparameters over it next. (`last` is resolved and checked in before_fit.)
+        config = self.config.get(self.config.get("subcommand") or "", None)
+        path = config.get("ckpt_path") if config is not None else None
+        if path is not None and path != "last":
+            check_fits_config(path, load_checkpoint(path), config)
+
+    @override
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError, RuntimeError) as error:
+            if find_in_chain(error, ConfigError) is not None:
+                raise
+            devices = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no GPU"
+            raise ConfigError(
+                f"trainer: {str(error).strip()} (this machine has {devices}). Choose --trainer.accelerator, "
+                "--trainer.devices and --trainer.strategy that it can run: e.g. --trainer.accelerator cpu "
+                "--trainer.devices 1, or --trainer.strategy ddp for several processes."
+            ) from error
+
+    @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments(
             "data", "model.init_args.env_spec", compute_fn=_env_spec_of, apply_on="instantiate"
@@ -96,14 +129,21 @@ class MarlCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         # Cross-field checks run before anything (the MLflow store included) is created.
         model_args = config.model.init_args
-        frames_per_batch = config.data.get("frames_per_batch")
-        if frames_per_batch and frames_per_batch > 0:
+        frames_per_batch, num_envs = config.data.get("frames_per_batch"), config.data.get("num_envs")
+        # (a frames_per_batch that is no multiple of num_envs is named by the data module)
+        if frames_per_batch and frames_per_batch > 0 and num_envs and frames_per_batch % num_envs == 0:
             minibatch_size = model_args.get("minibatch_size")
             if minibatch_size and minibatch_size > 0:
                 check_minibatching(minibatch_size, frames_per_batch)
             total_frames = model_args.get("total_frames")
             if total_frames and total_frames > 0:
                 check_budget(total_frames, frames_per_batch)
+        loggers = config.trainer.get("logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            if str(getattr(logger, "class_path", "")).endswith("MLFlowLogger"):
+                uri = (logger.get("init_args") or {}).get("tracking_uri")
+                if uri:
+                    check_store_for_logging(uri)  # before anything, the store included, is created
         if config.trainer.get("strategy") == "ddp":
             # DistributedDataParallel would synchronise one gradient of the many in an on-policy update.
             config.trainer.strategy = RolloutDDPStrategy.strategy_name
@@ -142,16 +182,23 @@ class MarlCLI(LightningCLI):
     def before_fit(self) -> None:
         """``--ckpt_path last`` names this run's last checkpoint; a resumed fit goes on logging into the
         MLflow run recorded in it."""
+        check_strategy(self.trainer)  # before the MLflow run exists
         kwargs = self.config_init[self.subcommand]
         if kwargs.get("ckpt_path") == "last":
             kwargs["ckpt_path"] = _last_checkpoint(self.trainer)
+            if kwargs["ckpt_path"] is None:
+                folders = ", ".join(str(cb.dirpath) for cb in self.trainer.callbacks
+                                    if isinstance(cb, IterationCheckpointer))
+                raise ConfigError(
+                    f"--ckpt_path last: this run has no checkpoint yet (looked in {folders}; the folder is "
+                    "named after the run's experiment and run name). Start without "
+                    "--ckpt_path, or pass a checkpoint's path."
+                )
+            check_fits_config("last", load_checkpoint(kwargs["ckpt_path"]), self.config[self.subcommand])
         path = kwargs.get("ckpt_path")
-        if path is None or not os.path.isfile(path):
+        if path is None:
             return
-        try:
-            run_id = torch.load(path, map_location="cpu", weights_only=True).get(MLFLOW_RUN_KEY)
-        except Exception:  # an unreadable checkpoint is reported by Lightning when the fit loads it
-            return
+        run_id = load_checkpoint(path).get(MLFLOW_RUN_KEY)
         if run_id is None:
             return
         for logger in self.trainer.loggers:

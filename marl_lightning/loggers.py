@@ -2,14 +2,18 @@
 
 Lightning's logger has no public way to name a run after it is built or to log into an existing run, so
 this subclass sets its private ``_experiment_name``, ``_run_name`` and ``_run_id`` (and reads
-``_mlflow_client``, ``_tracking_uri``, and the private ``_convert_params``/``_flatten_dict`` helpers).
+``_initialized``, ``_mlflow_client``, ``_tracking_uri``, and the private ``_convert_params``/
+``_flatten_dict`` helpers).
 Nothing else in marl_lightning touches them; ``tests/test_adapters.py`` pins the behaviour relied on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import sys
 from argparse import Namespace
+from collections.abc import Iterator
 from typing import Any
 
 from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
@@ -17,12 +21,32 @@ from lightning.pytorch.loggers import MLFlowLogger as _LightningMLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from typing_extensions import override
 
-from marl_lightning.errors import find_in_chain
+from marl_lightning.errors import Interrupted, find_in_chain, paragraph
+from marl_lightning.tracking_store import local_store_path
 
 LIGHTNING_DEFAULT_EXPERIMENT = "lightning_logs"  # Lightning's experiment_name when none is given
 PARAM_VALUE_LIMIT = 250  # Lightning's MLFlowLogger truncates parameter values to this many characters
 RESUMED_TAG_PREFIX = "resumed/"
+ERROR_TAG = "error"  # a FAILED run's error message (with its notes)
+ERROR_TAG_LIMIT = 5000  # MLflow's limit on a tag value's length
 MLFLOW_RUN_KEY = "mlflow_run_id"  # checkpoint key (callbacks.IterationCheckpoint): the run to continue
+
+
+@contextlib.contextmanager
+def store_lock(uri: str | None) -> Iterator[None]:
+    """An exclusive lock on a local SQLite store (``<db>.lock`` beside it) across processes; nothing for
+    other stores (a tracking server serialises its own writes)."""
+    path = local_store_path(uri) if uri and uri.startswith("sqlite:") else None
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class MLFlowLogger(_LightningMLFlowLogger):
@@ -34,10 +58,11 @@ class MLFlowLogger(_LightningMLFlowLogger):
     sent again, new ones are added, and a changed one (say a larger ``model.total_frames``) keeps its first
     value and gets its new value as the tag ``resumed/<name>``.
 
-    A fit stopped by Ctrl-C (KeyboardInterrupt) ends its run KILLED, not FAILED. ``log_system_metrics``
-    (off by default) records CPU, memory, disk, network and, where ``nvidia-ml-py`` is installed, GPU
-    use through MLflow's own system-metrics monitor (``system/...`` metrics, one sample every
-    ``system_metrics_interval_s`` seconds).
+    A fit stopped by a signal (``errors.Interrupted``) or Ctrl-C (KeyboardInterrupt) ends its run KILLED,
+    not FAILED; a fit that failed ends FAILED with the error's message as the tag ``error``.
+    ``log_system_metrics`` (off by default) records CPU, memory, disk, network and, where
+    ``nvidia-ml-py`` is installed, GPU use through MLflow's own system-metrics monitor (``system/...``
+    metrics, one sample every ``system_metrics_interval_s`` seconds).
     """
 
     def __init__(
@@ -47,11 +72,24 @@ class MLFlowLogger(_LightningMLFlowLogger):
         system_metrics_interval_s: float = 10.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
+        # Building MLflow's client creates and migrates a SQLite store: one process at a time.
+        with store_lock(kwargs.get("tracking_uri")):
+            super().__init__(*args, **kwargs)
         self.continued = False
         self.log_system_metrics = log_system_metrics
         self.system_metrics_interval_s = system_metrics_interval_s
         self._system_monitor = None
+
+    @property
+    @override
+    def experiment(self) -> Any:
+        if self._initialized:
+            return super().experiment
+        # Creating the experiment and the run: several fits starting at once into one SQLite store (four
+        # seeds by hand, a grid's jobs) would each create the same experiment; one at a time, the later
+        # ones find it.
+        with store_lock(self._tracking_uri):
+            return super().experiment
 
     def names(self) -> tuple[str, str | None]:
         """(experiment name, run name) as they stand (after :meth:`name_unnamed`)."""
@@ -110,10 +148,15 @@ class MLFlowLogger(_LightningMLFlowLogger):
         if self._system_monitor is not None:
             self._system_monitor.finish()
             self._system_monitor = None
-        # Lightning finalizes with "failed" from inside its `except` blocks; Ctrl-C is a KeyboardInterrupt,
-        # possibly wrapped by the code it interrupted (a collector thread, the database driver).
-        interrupted = find_in_chain(sys.exc_info()[1], KeyboardInterrupt) is not None
-        super().finalize("KILLED" if status == "failed" and interrupted else status)
+        # Lightning finalizes with "failed" from inside its `except` blocks. A stop signal (Interrupted) or
+        # Ctrl-C (KeyboardInterrupt, possibly wrapped by the code it interrupted: a collector thread, the
+        # database driver) ends the run KILLED; any other error FAILED, with its message as a tag.
+        error = sys.exc_info()[1]
+        if status == "failed" and find_in_chain(error, (KeyboardInterrupt, Interrupted)) is not None:
+            status = "KILLED"
+        elif status == "failed" and error is not None and self._run_id is not None:
+            self.experiment.set_tag(self._run_id, ERROR_TAG, paragraph(error)[:ERROR_TAG_LIMIT])
+        super().finalize(status)
 
     @override
     @rank_zero_only

@@ -108,6 +108,9 @@ ITERATION = {
     "frames_per_s": Statistic("perf/frames_per_s", "min", prog_bar=True),
     "return_mean": Statistic("train/return_mean", "ratio", prog_bar=True),
     "param_checksum": Statistic("dist/param_divergence", "spread"),
+    # With on_nonfinite "skip" (marl_lightning.health): what this iteration dropped for NaN or Inf.
+    "skipped_iterations": Statistic("health/skipped_iterations", "max"),
+    "skipped_minibatches": Statistic("health/skipped_minibatches", "max"),
 }
 
 # The PPO family: the loss's diagnostics (means over the iteration's minibatches, ratio range per epoch)

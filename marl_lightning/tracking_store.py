@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
@@ -73,6 +74,43 @@ def open_store(uri: str, must_exist: bool = True) -> MlflowClient:
             f"file is an MLflow store. {fix}"
         ) from None
     return client
+
+
+def check_store_for_logging(uri: str, field: str = "trainer.logger.init_args.tracking_uri") -> None:
+    """Before a fit logs to ``uri``: a server must answer (probed once, no retries); a local store's folder
+    must take files (or the nearest folder above it that exists, where MLflow would create it). Creates
+    nothing; a ConfigError names the URI and the fix."""
+    path = local_store_path(uri)
+    if path is not None:
+        folder = path if path.suffix == "" and not uri.startswith("sqlite:") else path.parent
+        folder = folder if str(folder) else Path(".")
+        while not folder.is_dir() and folder != folder.parent:  # MLflow creates missing folders
+            folder = folder.parent
+        try:  # a real write (os.access is true for root on any folder)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+            if path.is_file():
+                with path.open("ab"):
+                    pass
+        except OSError as error:
+            raise ConfigError(
+                f"{field}: {uri}: the store cannot be written ({error.strerror or error}: "
+                f"{error.filename or folder}). Log to a folder you can write (e.g. "
+                "--trainer.logger.init_args.tracking_uri sqlite:///mlflow.db), or use a tracking server."
+            ) from None
+        return
+    if urlparse(uri).scheme in ("http", "https"):
+        try:
+            with _environment(PROBE_ENVIRONMENT):
+                MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        except Exception as error:  # noqa: BLE001 - any failure to answer is reported the same way
+            lines = str(error).strip().splitlines()
+            reason = lines[0] if lines else type(error).__name__
+            raise ConfigError(
+                f"{field}: the MLflow tracking server at {uri} does not answer ({reason}). Start it "
+                "(`mlflow server --port ...`), check the address, or log to a local store "
+                "(--trainer.logger.init_args.tracking_uri sqlite:///mlflow.db)."
+            ) from None
 
 
 def ui_hint(uri: str, experiment_id: str, run_id: str | None = None) -> str:

@@ -105,6 +105,9 @@ def test_runs_and_checkpoints_are_named_after_algorithm_and_task(in_tmp):
             "3000",
             "--trainer.limit_val_batches",
             "0",
+            # absolute: MLflow caches stores by URI within a process, across tests' working dirs
+            "--trainer.logger.init_args.tracking_uri",
+            f"sqlite:///{in_tmp / 'mlflow.db'}",
             config="ippo.yaml",
         )
     )

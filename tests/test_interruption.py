@@ -1,4 +1,6 @@
-"""An interrupted fit (Ctrl-C) resumes from its last checkpoint and ends where an uninterrupted one does."""
+"""A fit stopped by SIGTERM, SIGINT or SIGUSR1 ends KILLED after a consistent checkpoint, with a non-zero
+exit; after SIGTERM or kill -9 it resumes into the same MLflow run and ends where an uninterrupted one does,
+bit for bit; checkpoints are never left half-written."""
 
 from __future__ import annotations
 
@@ -13,75 +15,95 @@ import torch
 from tests.conftest import cli_command
 
 pytestmark = [pytest.mark.simulator, pytest.mark.slow]
-TOTAL = 20 * 200  # 20 iterations
-
-
-def _command(dirpath: Path, *extra: str) -> list[str]:
-    return cli_command(
-        "fit",
-        "--trainer.logger",
-        "false",
-        "--model.total_frames",
-        str(TOTAL),
-        "--trainer.callbacks.init_args.dirpath",
-        str(dirpath),
-        *extra,
-    )
+ITERATIONS = 12
+TOTAL = ITERATIONS * 200
+EXPERIMENT = "mappo-navigation"
+CHECKPOINT = Path("checkpoints") / EXPERIMENT / f"{EXPERIMENT}-seed0" / "last.ckpt"
+COMMAND = cli_command("fit", "--model.total_frames", str(TOTAL))
 
 
 def _iterations(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["state_dict"]["iterations"])
 
 
-def test_interrupted_fit_resumes_to_the_same_parameters(in_tmp):
-    straight = in_tmp / "straight"
-    subprocess.run(_command(straight), check=True, capture_output=True, cwd=in_tmp, timeout=600)
-
-    interrupted = in_tmp / "interrupted"
-    proc = subprocess.Popen(
-        _command(interrupted), cwd=in_tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    last = interrupted / "last.ckpt"
-    deadline = time.monotonic() + 300
-    while not (last.exists() and _iterations(last) >= 3):
-        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it was interrupted"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=120)
-    done_before_resume = _iterations(last)
-    assert done_before_resume < 20, "the interruption came too late to test anything"
-    assert not list(interrupted.glob("*.partial"))
-
-    subprocess.run(
-        _command(interrupted, "--ckpt_path", "last"), check=True, capture_output=True, cwd=in_tmp, timeout=600
-    )
-    a = torch.load(straight / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
-    b = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
-    assert int(b["iterations"]) == 20
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
-
-
-def test_ctrl_c_marks_the_mlflow_run_killed_and_the_resumed_fit_finishes_it(in_tmp):
+def _only_run(folder: Path):
     from mlflow.tracking import MlflowClient
 
-    command = cli_command("fit", "--model.total_frames", str(TOTAL))
-    proc = subprocess.Popen(command, cwd=in_tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = in_tmp / "checkpoints" / "mappo-navigation" / "mappo-navigation-seed0" / "last.ckpt"
-    deadline = time.monotonic() + 300
-    while not (last.exists() and _iterations(last) >= 2):
-        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it was interrupted"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) != 0
-    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("mappo-navigation").experiment_id])
-    assert run.info.status == "KILLED"  # not FAILED: nothing went wrong
-    assert run.data.tags["stage"] == "fit"
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    return client, run
 
-    subprocess.run(
-        [*command, "--ckpt_path", "last"], check=True, capture_output=True, cwd=in_tmp, timeout=600
-    )
-    (resumed,) = client.search_runs([client.get_experiment_by_name("mappo-navigation").experiment_id])
-    assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
-    assert resumed.data.metrics["train/frames"] == TOTAL
+
+def _curve(client, run_id: str) -> list[tuple[float, float]]:
+    """train/return_mean at every iteration: (frames, value)."""
+    history = client.get_metric_history(run_id, "train/return_mean")
+    return sorted((m.step, m.value) for m in history)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, repo_on_path) -> tuple[dict, list]:
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    subprocess.run(COMMAND, check=True, capture_output=True, cwd=folder, timeout=600)
+    client, run = _only_run(folder)
+    state = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True)["state_dict"]
+    return state, _curve(client, run.info.run_id)
+
+
+@pytest.fixture(scope="module")
+def repo_on_path():
+    import os
+
+    from tests.conftest import REPO
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+        yield
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGKILL],
+                         ids=lambda s: signal.Signals(s).name)
+def test_a_signalled_fit_resumes_into_the_same_run_and_ends_bit_for_bit(signum, uninterrupted, in_tmp):
+    state, curve = uninterrupted
+    proc = subprocess.Popen(COMMAND, cwd=in_tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = in_tmp / CHECKPOINT
+    deadline = time.monotonic() + 300
+    while not (last.exists() and _iterations(last) >= 2):  # signalled once iteration 2 is checkpointed
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it was signalled"
+        time.sleep(0.05)
+    seen = _iterations(last)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=300)
+    stopped_at = _iterations(last)
+    assert stopped_at < ITERATIONS, "the signal came too late to test anything"
+    client, run = _only_run(in_tmp)
+    if signum == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+        assert run.info.status == "RUNNING"  # nobody could close it
+        # What a kill during the next write would leave: a truncated file beside the complete checkpoint.
+        last.with_name("last.ckpt.partial").write_bytes(b"PK\x03\x04 truncated")
+    else:
+        assert proc.returncode == 128 + signum, stderr[-3000:]
+        assert "Traceback" not in stderr
+        assert stopped_at > seen  # the iteration in flight was finished and checkpointed
+        assert f"{signal.Signals(signum).name}: stopped after iteration {stopped_at}" in stderr
+        assert run.info.status == "KILLED"
+        assert run.data.metrics["train/iterations"] == stopped_at  # every finished iteration logged
+    logged = _curve(client, run.info.run_id)
+    assert logged == curve[: len(logged)]
+    if signum in (signal.SIGINT, signal.SIGUSR1):
+        return  # they stop exactly as SIGTERM does, whose resume is tested (each resume is two fits' time)
+
+    resumed = subprocess.run([*COMMAND, "--ckpt_path", "last"], capture_output=True, text=True, cwd=in_tmp,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    client, finished = _only_run(in_tmp)
+    assert finished.info.run_id == run.info.run_id and finished.info.status == "FINISHED"
+    logged = _curve(client, finished.info.run_id)
+    if signum == signal.SIGKILL:  # the iteration in flight at the kill was logged, then done again
+        logged = sorted(set(logged))
+    assert logged == curve  # the same curve, every iteration once
+    assert not last.with_name("last.ckpt.partial").exists()
+    final = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    assert int(final["iterations"]) == ITERATIONS
+    for name in state:
+        torch.testing.assert_close(final[name], state[name], rtol=0, atol=0, msg=name)

@@ -75,10 +75,10 @@ def _fit(order: str, in_tmp, seed: int = 0, *extra: str):
     minibatches: dict[int, list] = {}  # agent -> the minibatches its objective saw
     step_original, objective_original = model.gradient_step, model.loss_module.policy_objective
 
-    def gradient_step(loss, phase):
+    def gradient_step(loss, phase, permits):
         actor = [p.detach().clone() for p in model.actor.parameters()]
         critic = [p.detach().clone() for p in model.critic.parameters()]
-        step_original(loss, phase)
+        step_original(loss, phase, permits)
         moved = {i for i in range(2) if any(not torch.equal(b[i], p.detach()[i])
                                             for b, p in zip(actor, model.actor.parameters(), strict=True))}
         critic_moved = any(not torch.equal(b, p.detach()) for b, p in zip(critic, model.critic.parameters(),

@@ -4,7 +4,9 @@ One Lightning batch is one collected iteration (``docs/design.md`` draws its pat
 estimates advantages (:meth:`compute_advantages`), flattens and standardises them, runs the update's
 phases (:meth:`update_phases`; each phase is ``num_epochs`` passes of minibatches, one
 :meth:`gradient_step` each) and measures how far the policy moved (:meth:`iteration_statistics`).
-Counters, the budget, seeding and logging belong to ``IterationModule`` (``iteration.py``).
+NaN and Inf in the env's data, the losses and the gradients are found and stopped on, or skipped, by the
+module's ``health`` guard (``marl_lightning/health.py``). Counters, the budget, seeding and logging
+belong to ``IterationModule`` (``iteration.py``).
 
 An algorithm overrides as little as it can: :meth:`make_loss` (its objective), and where it needs them
 :meth:`make_critic`, :meth:`compute_advantages` (returns its own statistics), :meth:`update_phases` with
@@ -14,8 +16,9 @@ An algorithm overrides as little as it can: :meth:`make_loss` (its objective), a
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from typing import ClassVar, Literal
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from typing import Any, ClassVar, Literal
 
 import torch
 from tensordict import TensorDictBase
@@ -30,6 +33,7 @@ from marl_lightning.algorithms.validation import check_minibatching, check_ppo_s
 from marl_lightning.data.rollout import Rollout, finished_episode_returns
 from marl_lightning.distributed import all_reduce_gradients, world_size
 from marl_lightning.envs.base import EnvSpec
+from marl_lightning.health import NonFiniteGuard, OnNonFinite, nonfinite_data
 from marl_lightning.models import build_actor, build_critic
 from marl_lightning.objectives import (
     PARAM_KEYS,
@@ -77,6 +81,11 @@ class MultiAgentPPOModule(IterationModule):
         activation: the hidden layers' nonlinearity, of actor and critic.
         share_actor_params: one policy network for all agents.
         share_critic_params: one critic network for all agents.
+        on_nonfinite: NaN or Inf in the env's data, a loss term or the gradients: ``stop`` the run naming
+            them (the last good checkpoint is kept), or ``skip`` the poisoned iteration or minibatch
+            (``marl_lightning.health``).
+        max_skips_in_a_row: with ``skip``, stop once this many iterations or minibatches in a row were
+            skipped.
     """
 
     centralised_critic: ClassVar[bool] = True
@@ -106,6 +115,8 @@ class MultiAgentPPOModule(IterationModule):
         activation: Activation = "tanh",
         share_actor_params: bool = True,
         share_critic_params: bool = True,
+        on_nonfinite: OnNonFinite = "stop",
+        max_skips_in_a_row: int = 5,
     ) -> None:
         env_spec = env_spec_of(env_spec, type(self).__name__)
         check_ppo_settings(
@@ -113,6 +124,7 @@ class MultiAgentPPOModule(IterationModule):
             adam_eps=adam_eps, clip_epsilon=clip_epsilon, clip_budget=clip_budget,
             entropy_coeff=entropy_coeff, critic_coeff=critic_coeff, gamma=gamma, lmbda=lmbda,
             num_epochs=num_epochs, minibatch_size=minibatch_size, max_grad_norm=max_grad_norm,
+            max_skips_in_a_row=max_skips_in_a_row,
         )
         super().__init__(total_frames)
         self.save_hyperparameters_with(env_spec)
@@ -120,6 +132,7 @@ class MultiAgentPPOModule(IterationModule):
         self.actor = build_actor(env_spec, actor_cells, share_actor_params, ACTIVATIONS[activation])
         self.critic = self.make_critic()
         self.loss_module = self.make_loss()
+        self.health = NonFiniteGuard(on_nonfinite, max_skips_in_a_row)
         # Turned on by callbacks.TrustRegionMonitor: D_TV and the joint ratio's range each iteration.
         self.trust_region_stats = False
 
@@ -194,13 +207,18 @@ class MultiAgentPPOModule(IterationModule):
     def run_iteration(self, dataloader_iter: Iterator) -> Iteration:
         rollout: Rollout = next(dataloader_iter)[0]
         batch = rollout.batch.to(self.device)  # [B, T]
+        frames = batch.numel() * world_size()  # every rank collected as many
         start = time.perf_counter()
+        if not self.health.on_data(nonfinite_data(batch), iteration=int(self.iterations) + 1):
+            # A skipped iteration: its frames are spent, nothing is learnt from them.
+            statistics = {"collect_s": torch.tensor(rollout.collect_s),
+                          "skipped_iterations": torch.tensor(1.0), "skipped_minibatches": torch.tensor(0.0)}
+            return Iteration(frames=frames, statistics=statistics)
         statistics = self.compute_advantages(batch)
         flat = self.training_batch(batch)  # [N]
         statistics |= self.optimise(flat)
         statistics |= self.iteration_statistics(flat)
         update_s = time.perf_counter() - start
-        frames = batch.numel() * world_size()  # every rank collected as many
         returns = finished_episode_returns(batch)  # [episodes, A]
         statistics |= {
             "collect_s": torch.tensor(rollout.collect_s),
@@ -236,17 +254,29 @@ class MultiAgentPPOModule(IterationModule):
             flat [N] -> ratio_min/ratio_max [num_epochs, A]; approx_kl, clip_fraction [A]; losses scalar.
         """
         hp = self.hparams
+        iteration = int(self.iterations) + 1
         record = UpdateRecord(hp.num_epochs, self.env_spec.n_agents, flat.device)
+        guard = self.health.update_guard(iteration)
         for phase in self.update_phases(flat):
             for epoch in range(hp.num_epochs):
                 for index in torch.randperm(flat.shape[0], device=flat.device).split(hp.minibatch_size):
                     out = phase.objective(flat[index])
-                    self.gradient_step(total_loss(out), phase)
+                    loss = total_loss(out)
+                    permits = partial(guard.permits_step, out, loss, epoch, phase.agent)
+                    self.gradient_step(loss, phase, permits)
                     record.add(out, epoch, phase.agent)
-        return record.statistics()
+        self.health.after_update(guard, iteration)  # raises for NaN/Inf unless skipping
+        statistics = record.statistics()
+        if guard.skip:
+            statistics |= {"skipped_iterations": torch.tensor(0.0),
+                           "skipped_minibatches": torch.tensor(float(guard.skipped))}
+        return statistics
 
-    def gradient_step(self, loss: torch.Tensor, phase: UpdatePhase) -> None:
-        """Backward, gradient all-reduce and norm clip over the phase's parameters, one optimiser step.
+    def gradient_step(
+        self, loss: torch.Tensor, phase: UpdatePhase, permits: Callable[[torch.Tensor], bool]
+    ) -> None:
+        """Backward, gradient all-reduce and norm clip over the phase's parameters, then one optimiser step
+        if ``permits(gradient norm)`` (``health.UpdateGuard``: all but NaN/Inf minibatches when skipping).
 
         Lightning's optimiser and backward wrappers are bypassed on purpose: at 150 steps an iteration
         their per-call overhead is a measurable share of the update (see benchmarks/speed_mappo.py).
@@ -254,8 +284,9 @@ class MultiAgentPPOModule(IterationModule):
         phase.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         all_reduce_gradients(phase.parameters)  # no-op in a single process
-        torch.nn.utils.clip_grad_norm_(phase.parameters, self.hparams.max_grad_norm, foreach=True)
-        (phase.step or phase.optimizer.step)()
+        norm = torch.nn.utils.clip_grad_norm_(phase.parameters, self.hparams.max_grad_norm, foreach=True)
+        if permits(norm):
+            (phase.step or phase.optimizer.step)()
 
     @torch.no_grad()
     def iteration_statistics(self, flat: TensorDictBase) -> dict[str, torch.Tensor]:
@@ -288,6 +319,16 @@ class MultiAgentPPOModule(IterationModule):
             stats |= {"tv": tv, "tv_sum": tv.sum(), "joint_ratio_min": joint_ratio.min(),
                       "joint_ratio_max": joint_ratio.max()}
         return stats
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["health"] = self.health.state_dict()
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.health.load_state_dict(checkpoint.get("health", {}))
 
     # ----------------------------------------------------------------- evaluation
     @override

@@ -75,10 +75,12 @@ def check_ppo_settings(
     num_epochs: int,
     minibatch_size: int,
     max_grad_norm: float,
+    max_skips_in_a_row: int = 1,
 ) -> None:
     """Every single-field rule of :class:`~marl_lightning.algorithms.MultiAgentPPOModule`'s arguments."""
     check_action_kind(algorithm, env_spec, supported_actions)
-    check_at_least_one(total_frames=total_frames, num_epochs=num_epochs, minibatch_size=minibatch_size)
+    check_at_least_one(total_frames=total_frames, num_epochs=num_epochs, minibatch_size=minibatch_size,
+                       max_skips_in_a_row=max_skips_in_a_row)
     check_positive(lr=lr, clip_epsilon=clip_epsilon, max_grad_norm=max_grad_norm, adam_eps=adam_eps)
     if clip_budget is not None:
         check_positive(clip_budget=clip_budget)

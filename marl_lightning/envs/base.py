@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import abc
+import traceback
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torchrl.data import Bounded, Categorical, TensorSpec, Unbounded
-from torchrl.envs import EnvBase, RewardSum, TransformedEnv
+from torchrl.envs import Compose, EnvBase, RewardSum, TransformedEnv
 
 from marl_lightning import keys
+from marl_lightning.envs.finite import FlagNonFiniteObservation
 from marl_lightning.errors import ConfigError
 
 
@@ -74,19 +77,40 @@ class EnvFactory(abc.ABC):
         """A raw TorchRL env with batch size ``[num_envs]`` and the ``"agents"`` group."""
 
     def make_transformed(self, num_envs: int, device: torch.device | str, seed: int) -> TransformedEnv:
-        """The env with each agent's episode return tracked in ``("agents", "episode_reward")``."""
+        """The env with non-finite observations flagged (``envs.finite``) and each agent's episode return
+        tracked in ``("agents", "episode_reward")``."""
         env = self.make(num_envs, device, seed)
         # The group's reset key when the env has one per group (PettingZoo), else the root one (VMAS).
         group_reset = (keys.GROUP, "_reset")
         reset_key = group_reset if group_reset in env.reset_keys else env.reset_keys[0]
         return TransformedEnv(
             env,
-            RewardSum(in_keys=[keys.REWARD], out_keys=[keys.EPISODE_REWARD], reset_keys=[reset_key]),
+            Compose(
+                FlagNonFiniteObservation(),
+                RewardSum(in_keys=[keys.REWARD], out_keys=[keys.EPISODE_REWARD], reset_keys=[reset_key]),
+            ),
         )
 
     def spec(self) -> EnvSpec:
-        """Read the sizes a model needs from a one-env instance."""
-        env = self.make(1, "cpu", 0)
+        """Read the sizes a model needs from a one-env instance.
+
+        A simulator that refuses the settings (VMAS's ``balance`` asserts ``n_agents > 1``) is reported as
+        a ConfigError naming the task, its settings and the check that failed.
+        """
+        try:
+            env = self.make(1, "cpu", 0)
+        except ConfigError:
+            raise
+        except Exception as error:
+            frame = traceback.extract_tb(error.__traceback__)[-1]
+            check = f"`{frame.line}` in {Path(frame.filename).name} line {frame.lineno}" if frame.line else ""
+            settings = ", ".join(f"{key}={value!r}" for key, value in self.hparams().items())
+            raise ConfigError(
+                f"data.env: task {self.name!r} cannot be built with {settings}: "
+                f"{type(error).__name__}{': ' + str(error) if str(error) else ''}"
+                f"{' (failed check: ' + check + ')' if check else ''}. Change the named setting "
+                "(e.g. --data.env.init_args.n_agents) to one the task accepts."
+            ) from error
         try:
             return spec_from_env(env, self.name)
         finally:

@@ -21,6 +21,7 @@ from marl_lightning.grid.launchers import Launch, LocalLauncher, SlurmLauncher
 from marl_lightning.grid.plan import PlannedRun, check_runs, fit_arguments, plan_runs, python_command
 from marl_lightning.grid.spec import Grid, parse_grid
 from marl_lightning.grid.tracking import GridTracking
+from marl_lightning.stop_signals import INTERRUPTED_EXIT_STATUSES
 from marl_lightning.tracking_store import local_store_path, open_store, ui_hint
 
 FINISHED = "FINISHED"
@@ -138,7 +139,7 @@ def _run(
         run = tracking.children(parent_id).get(launch.name)
         status = run.info.status if run is not None else "FAILED"
         if exit_status != 0:
-            status = "KILLED" if exit_status < 0 or exit_status == 130 else "FAILED"
+            status = "KILLED" if exit_status < 0 or exit_status in INTERRUPTED_EXIT_STATUSES else "FAILED"
             tracking.record_failure(planned[launch.name], parent_id, launch.log, status)
         elif status != FINISHED:  # the fit exited 0 without finishing its run (it should not)
             status = "FAILED"
