@@ -108,7 +108,7 @@ class MarlCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         try:
             return super().instantiate_trainer(**kwargs)
-        except (MisconfigurationException, ValueError, RuntimeError) as error:
+        except (MisconfigurationException, ValueError) as error:
             if find_in_chain(error, ConfigError) is not None:
                 raise
             devices = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no GPU"

@@ -1,8 +1,8 @@
 """Pins what marl_lightning relies on in a dependency's private API, so a release that changes it fails here.
 
 The only such adapter is ``marl_lightning.loggers.MLFlowLogger`` (Lightning's ``MLFlowLogger``: its
-``_experiment_name``, ``_run_name``, ``_run_id``, ``_mlflow_client``, ``_tracking_uri`` and the fabric
-helpers ``_convert_params``/``_flatten_dict``).
+``_experiment_name``, ``_run_name``, ``_run_id``, ``_initialized``, ``_mlflow_client``, ``_tracking_uri``
+and the fabric helpers ``_convert_params``/``_flatten_dict``).
 """
 
 from __future__ import annotations
@@ -55,6 +55,14 @@ def test_setting_the_run_id_makes_lightning_log_into_that_run(tmp_path):
     assert len(client.search_runs([client.get_experiment_by_name("e").experiment_id])) == 1
 
 
+def test_initialized_turns_true_once_lightning_has_created_the_experiment_and_run(tmp_path):
+    # The adapter locks the store around Lightning's first `experiment` access, while `_initialized` is False.
+    logger = LightningMLFlowLogger(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", experiment_name="e")
+    assert logger._initialized is False and logger._run_id is None
+    assert logger.experiment is logger._mlflow_client
+    assert logger._initialized is True and logger._run_id is not None
+
+
 def test_fabric_param_helpers_flatten_as_mlflow_params_are_named():
     flat = _flatten_dict(_convert_params({"model": {"lr": 0.1, "cells": [2, 3]}, "seed": 0}))
     assert flat == {"model/lr": 0.1, "model/cells": [2, 3], "seed": 0}
@@ -103,6 +111,6 @@ def test_no_private_attribute_of_a_dependency_outside_the_adapter():
     assert offenders == {}
     # The adapter's own uses are the ones the tests above pin.
     assert _private_uses(adapter, own) == {
-        "_experiment_name", "_run_name", "_run_id", "_mlflow_client", "_tracking_uri", "_convert_params",
-        "_flatten_dict",
+        "_experiment_name", "_run_name", "_run_id", "_initialized", "_mlflow_client", "_tracking_uri",
+        "_convert_params", "_flatten_dict",
     }
