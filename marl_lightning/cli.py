@@ -184,7 +184,8 @@ class MarlCLI(LightningCLI):
         MLflow run recorded in it."""
         check_strategy(self.trainer)  # before the MLflow run exists
         kwargs = self.config_init[self.subcommand]
-        if kwargs.get("ckpt_path") == "last":
+        resolved_last = kwargs.get("ckpt_path") == "last"  # (an explicit path was checked at parsing)
+        if resolved_last:
             kwargs["ckpt_path"] = _last_checkpoint(self.trainer)
             if kwargs["ckpt_path"] is None:
                 folders = ", ".join(str(cb.dirpath) for cb in self.trainer.callbacks
@@ -194,11 +195,13 @@ class MarlCLI(LightningCLI):
                     "named after the run's experiment and run name). Start without "
                     "--ckpt_path, or pass a checkpoint's path."
                 )
-            check_fits_config("last", load_checkpoint(kwargs["ckpt_path"]), self.config[self.subcommand])
         path = kwargs.get("ckpt_path")
         if path is None:
             return
-        run_id = load_checkpoint(path).get(MLFLOW_RUN_KEY)
+        checkpoint = load_checkpoint(path)
+        if resolved_last:
+            check_fits_config("last", checkpoint, self.config[self.subcommand])
+        run_id = checkpoint.get(MLFLOW_RUN_KEY)
         if run_id is None:
             return
         for logger in self.trainer.loggers:

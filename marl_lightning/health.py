@@ -214,6 +214,12 @@ class NonFiniteGuard:
         self.in_a_row.update(state)
 
 
+def skip_counts(iterations: int, minibatches: int) -> dict[str, torch.Tensor]:
+    """The ``skipped_iterations`` and ``skipped_minibatches`` statistics of one iteration (``skip`` mode)."""
+    return {"skipped_iterations": torch.tensor(float(iterations)),
+            "skipped_minibatches": torch.tensor(float(minibatches))}
+
+
 _ADVICE = (
     "Find where the named values come from (the env, a reward or loss hook); to drop poisoned iterations "
     "and minibatches instead, pass --model.init_args.on_nonfinite skip."

@@ -46,6 +46,18 @@ def local_store_path(uri: str) -> Path | None:
     return None
 
 
+def _no_answer(client: MlflowClient, uri: str) -> str | None:
+    """Why the store does not answer one query (an http(s) store is asked once, without retries), or None."""
+    probe = PROBE_ENVIRONMENT if urlparse(uri).scheme in ("http", "https") else {}
+    try:
+        with _environment(probe):
+            client.search_experiments(max_results=1)
+    except Exception as error:  # noqa: BLE001 - any failure to answer is reported the same way
+        lines = str(error).strip().splitlines()
+        return lines[0] if lines else type(error).__name__
+    return None
+
+
 def open_store(uri: str, must_exist: bool = True) -> MlflowClient:
     """A client of the tracking store ``uri``, checked to answer (and to exist, with ``must_exist``).
 
@@ -61,13 +73,8 @@ def open_store(uri: str, must_exist: bool = True) -> MlflowClient:
             f"(sqlite:///mlflow.db)."
         )
     client = MlflowClient(tracking_uri=uri)
-    probe = PROBE_ENVIRONMENT if urlparse(uri).scheme in ("http", "https") else {}
-    try:
-        with _environment(probe):
-            client.search_experiments(max_results=1)
-    except Exception as error:  # noqa: BLE001 - any failure to answer is reported the same way
-        lines = str(error).strip().splitlines()
-        reason = lines[0] if lines else type(error).__name__
+    reason = _no_answer(client, uri)
+    if reason is not None:
         raise ConfigError(
             f"--tracking-uri {uri}: the MLflow tracking store does not answer ({reason}). Check that the "
             f"server is running and reachable from here (`mlflow server` prints its address), or that the "
@@ -99,18 +106,15 @@ def check_store_for_logging(uri: str, field: str = "trainer.logger.init_args.tra
                 "--trainer.logger.init_args.tracking_uri sqlite:///mlflow.db), or use a tracking server."
             ) from None
         return
-    if urlparse(uri).scheme in ("http", "https"):
-        try:
-            with _environment(PROBE_ENVIRONMENT):
-                MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-        except Exception as error:  # noqa: BLE001 - any failure to answer is reported the same way
-            lines = str(error).strip().splitlines()
-            reason = lines[0] if lines else type(error).__name__
-            raise ConfigError(
-                f"{field}: the MLflow tracking server at {uri} does not answer ({reason}). Start it "
-                "(`mlflow server --port ...`), check the address, or log to a local store "
-                "(--trainer.logger.init_args.tracking_uri sqlite:///mlflow.db)."
-            ) from None
+    if urlparse(uri).scheme not in ("http", "https"):
+        return
+    reason = _no_answer(MlflowClient(tracking_uri=uri), uri)
+    if reason is not None:
+        raise ConfigError(
+            f"{field}: the MLflow tracking server at {uri} does not answer ({reason}). Start it "
+            "(`mlflow server --port ...`), check the address, or log to a local store "
+            "(--trainer.logger.init_args.tracking_uri sqlite:///mlflow.db)."
+        ) from None
 
 
 def ui_hint(uri: str, experiment_id: str, run_id: str | None = None) -> str:

@@ -33,7 +33,7 @@ from marl_lightning.algorithms.validation import check_minibatching, check_ppo_s
 from marl_lightning.data.rollout import Rollout, finished_episode_returns
 from marl_lightning.distributed import all_reduce_gradients, world_size
 from marl_lightning.envs.base import EnvSpec
-from marl_lightning.health import NonFiniteGuard, OnNonFinite, nonfinite_data
+from marl_lightning.health import NonFiniteGuard, OnNonFinite, nonfinite_data, skip_counts
 from marl_lightning.models import build_actor, build_critic
 from marl_lightning.objectives import (
     PARAM_KEYS,
@@ -211,8 +211,7 @@ class MultiAgentPPOModule(IterationModule):
         start = time.perf_counter()
         if not self.health.on_data(nonfinite_data(batch), iteration=int(self.iterations) + 1):
             # A skipped iteration: its frames are spent, nothing is learnt from them.
-            statistics = {"collect_s": torch.tensor(rollout.collect_s),
-                          "skipped_iterations": torch.tensor(1.0), "skipped_minibatches": torch.tensor(0.0)}
+            statistics = {"collect_s": torch.tensor(rollout.collect_s), **skip_counts(1, 0)}
             return Iteration(frames=frames, statistics=statistics)
         statistics = self.compute_advantages(batch)
         flat = self.training_batch(batch)  # [N]
@@ -268,8 +267,7 @@ class MultiAgentPPOModule(IterationModule):
         self.health.after_update(guard, iteration)  # raises for NaN/Inf unless skipping
         statistics = record.statistics()
         if guard.skip:
-            statistics |= {"skipped_iterations": torch.tensor(0.0),
-                           "skipped_minibatches": torch.tensor(float(guard.skipped))}
+            statistics |= skip_counts(0, guard.skipped)
         return statistics
 
     def gradient_step(
