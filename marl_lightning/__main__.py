@@ -1,7 +1,8 @@
-"""``python -m marl_lightning {fit,validate,test,grid,compare,render} ...``.
+"""``python -m marl_lightning {fit,validate,test,grid,compare,render,replay} ...``.
 
 ``fit``, ``validate`` and ``test`` are LightningCLI subcommands (``marl_lightning.cli``); ``grid``,
-``compare`` and ``render`` are the workflows built on them (their own modules, each with ``main(argv)``).
+``compare``, ``render`` and ``replay`` are the workflows built on them (their own modules, each with
+``main(argv)``).
 
 Exit statuses: 0 done; 1 a training error (``errors.TrainingError``: non-finite values, a full disk); 2 a
 bad setting (``errors.ConfigError``, before anything is created); 128 + N stopped by signal N after a
@@ -20,6 +21,7 @@ WORKFLOWS = {
     "grid": "marl_lightning.grid.command",
     "compare": "marl_lightning.compare.command",
     "render": "marl_lightning.render.command",
+    "replay": "marl_lightning.replay_command",
 }
 
 

@@ -161,9 +161,14 @@ class MarlCLI(LightningCLI):
                 logger.name_unnamed(experiment, run)
                 experiment, run = logger.names()
                 logger.add_tags(self._run_tags(seed))
+        run_folder = default_checkpoint_dir(experiment, run)
         for callback in self.trainer.callbacks:
-            if isinstance(callback, IterationCheckpointer) and callback.dirpath is None:
-                callback.dirpath = default_checkpoint_dir(experiment, run)
+            if isinstance(callback, IterationCheckpointer):
+                callback.dirpath = callback.dirpath or run_folder
+                run_folder = callback.dirpath
+        for logger in self.trainer.loggers:  # a server's spool lies beside the run's checkpoints
+            if isinstance(logger, ContinuableMLFlowLogger) and logger.spool_dir is None:
+                logger.spool_dir = run_folder
 
     def _run_tags(self, seed: int | None) -> dict[str, str]:
         strategy = self.trainer.strategy

@@ -1,9 +1,10 @@
-"""The one adapter to Lightning's ``MLFlowLogger``: default run names, and continuing an interrupted run.
+"""The one adapter to Lightning's ``MLFlowLogger``: default run names, continuing an interrupted run, and
+logging to a tracking server through a spool.
 
 Lightning's logger has no public way to name a run after it is built or to log into an existing run, so
 this subclass sets its private ``_experiment_name``, ``_run_name`` and ``_run_id`` (and reads
-``_initialized``, ``_mlflow_client``, ``_tracking_uri``, and the private ``_convert_params``/
-``_flatten_dict`` helpers).
+``_initialized``, ``_mlflow_client``, ``_tracking_uri``, ``_checkpoint_callback``, and the private
+``_convert_params``/``_flatten_dict``/``_scan_and_log_checkpoints`` helpers).
 Nothing else in marl_lightning touches them; ``tests/test_adapters.py`` pins the behaviour relied on.
 """
 
@@ -11,10 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import sys
+import time
 from argparse import Namespace
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
+from urllib.parse import urlparse
 
 from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.loggers import MLFlowLogger as _LightningMLFlowLogger
@@ -22,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from typing_extensions import override
 
 from marl_lightning.errors import Interrupted, find_in_chain, paragraph
+from marl_lightning.tracking_spool import MetricSpool, encode_batch, spool_path
 from marl_lightning.tracking_store import local_store_path
 
 LIGHTNING_DEFAULT_EXPERIMENT = "lightning_logs"  # Lightning's experiment_name when none is given
@@ -29,6 +34,7 @@ PARAM_VALUE_LIMIT = 250  # Lightning's MLFlowLogger truncates parameter values t
 RESUMED_TAG_PREFIX = "resumed/"
 ERROR_TAG = "error"  # a FAILED run's error message (with its notes)
 ERROR_TAG_LIMIT = 5000  # MLflow's limit on a tag value's length
+LIGHTNING_STATUS = {"success": "FINISHED", "failed": "FAILED", "finished": "FINISHED"}  # as its finalize
 MLFLOW_RUN_KEY = "mlflow_run_id"  # checkpoint key (callbacks.IterationCheckpoint): the run to continue
 
 
@@ -49,6 +55,55 @@ def store_lock(uri: str | None) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+class SpoolingClient:
+    """The MLflow client of a fit that logs to a tracking server: what it writes into its run during
+    training (metric batches, artifacts, tags, the final status) goes through the run's
+    :class:`~marl_lightning.tracking_spool.MetricSpool`; everything else goes straight to MLflow."""
+
+    def __init__(self, client: Any, spool: MetricSpool) -> None:
+        self._client = client
+        self.spool = spool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def log_batch(
+        self,
+        run_id: str,
+        metrics: Iterable[Any] = (),
+        params: Iterable[Any] = (),
+        tags: Iterable[Any] = (),
+        synchronous: bool | None = None,
+    ) -> None:
+        if run_id != self.spool.run_id:
+            self._client.log_batch(run_id, metrics=metrics, params=params, tags=tags, synchronous=synchronous)
+            return
+        self.spool.put(encode_batch(metrics, params, tags))
+
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
+        if run_id != self.spool.run_id:
+            self._client.log_artifact(run_id, local_path, artifact_path)
+            return
+        self.spool.put({"artifact": os.path.abspath(local_path), "folder": artifact_path})
+
+    def set_tag(self, run_id: str, key: str, value: Any, synchronous: bool | None = None) -> None:
+        if run_id != self.spool.run_id:
+            self._client.set_tag(run_id, key, value, synchronous=synchronous)
+            return
+        self.spool.put({"tag": [key, str(value)]})
+
+    def set_terminated(self, run_id: str, status: str | None = None, end_time: int | None = None) -> None:
+        if run_id != self.spool.run_id:
+            self._client.set_terminated(run_id, status, end_time)
+            return
+        self.spool.put({"status": status or "FINISHED", "end_time": end_time or int(time.time() * 1000)})
+
+
+def is_server(uri: str | None) -> bool:
+    """Whether ``uri`` names a tracking server (what can go away during a fit), not a local store."""
+    return uri is not None and urlparse(uri).scheme in ("http", "https")
+
+
 class MLFlowLogger(_LightningMLFlowLogger):
     """Lightning's ``MLFlowLogger`` (same arguments) that can go on logging into an existing run.
 
@@ -63,6 +118,14 @@ class MLFlowLogger(_LightningMLFlowLogger):
     ``log_system_metrics`` (off by default) records CPU, memory, disk, network and, where
     ``nvidia-ml-py`` is installed, GPU use through MLflow's own system-metrics monitor (``system/...``
     metrics, one sample every ``system_metrics_interval_s`` seconds).
+
+    Logging to a tracking server (an ``http(s)://`` URI), what the fit writes into its run goes first to a
+    spool file in ``spool_dir`` (the CLI uses the run's checkpoint folder) and from there to the server, by
+    a background thread (``marl_lightning.tracking_spool``): training never waits for the server, and a
+    server that stops answering loses nothing. The thread tries again every ``retry_interval_s`` seconds;
+    the end of the fit waits up to ``spool_wait_s`` seconds for it, then leaves what the server has not
+    taken in the spool file, says where, and ``python -m marl_lightning replay <file>`` sends it later.
+    Credentials come only from MLflow's environment (``MLFLOW_TRACKING_USERNAME``/``..._PASSWORD``).
     """
 
     def __init__(
@@ -70,6 +133,9 @@ class MLFlowLogger(_LightningMLFlowLogger):
         *args: Any,
         log_system_metrics: bool = False,
         system_metrics_interval_s: float = 10.0,
+        spool_dir: str | None = None,
+        retry_interval_s: float = 5.0,
+        spool_wait_s: float = 60.0,
         **kwargs: Any,
     ) -> None:
         # Building MLflow's client creates and migrates a SQLite store: one process at a time.
@@ -78,18 +144,35 @@ class MLFlowLogger(_LightningMLFlowLogger):
         self.continued = False
         self.log_system_metrics = log_system_metrics
         self.system_metrics_interval_s = system_metrics_interval_s
+        self.spool_dir = spool_dir
+        self.retry_interval_s = retry_interval_s
+        self.spool_wait_s = spool_wait_s
         self._system_monitor = None
+        self._spooling_client: SpoolingClient | None = None
 
     @property
     @override
     def experiment(self) -> Any:
+        if self._spooling_client is not None:
+            return self._spooling_client
         if self._initialized:
-            return super().experiment
-        # Creating the experiment and the run: several fits starting at once into one SQLite store (four
-        # seeds by hand, a grid's jobs) would each create the same experiment; one at a time, the later
-        # ones find it.
-        with store_lock(self._tracking_uri):
-            return super().experiment
+            client = super().experiment
+        else:
+            # Creating the experiment and the run: several fits starting at once into one SQLite store
+            # (four seeds by hand, a grid's jobs) would each create the same experiment; one at a time, the
+            # later ones find it.
+            with store_lock(self._tracking_uri):
+                client = super().experiment
+        if is_server(self._tracking_uri) and rank_zero_only.rank == 0 and self._run_id is not None:
+            path = spool_path(self.spool_dir or ".", self._run_id)
+            spool = MetricSpool(path, client, self._tracking_uri, self._run_id, self.retry_interval_s)
+            self._spooling_client = SpoolingClient(client, spool)
+            return self._spooling_client
+        return client
+
+    def spool(self) -> MetricSpool | None:
+        """The run's spool, when this fit logs to a tracking server."""
+        return self._spooling_client.spool if self._spooling_client is not None else None
 
     def names(self) -> tuple[str, str | None]:
         """(experiment name, run name) as they stand (after :meth:`name_unnamed`)."""
@@ -156,7 +239,24 @@ class MLFlowLogger(_LightningMLFlowLogger):
             status = "KILLED"
         elif status == "failed" and error is not None and self._run_id is not None:
             self.experiment.set_tag(self._run_id, ERROR_TAG, paragraph(error)[:ERROR_TAG_LIMIT])
-        super().finalize(status)
+        spool = self.spool()
+        if spool is None:
+            super().finalize(status)
+            return
+        # Lightning's finalize asks the server for the run first; through the spool, nothing waits for it.
+        if self._checkpoint_callback:
+            self._scan_and_log_checkpoints(self._checkpoint_callback)
+        self.experiment.set_terminated(self._run_id, LIGHTNING_STATUS.get(status, status))
+        if not spool.close(self.spool_wait_s):
+            print(
+                f"marl_lightning: the tracking server {self._tracking_uri} did not take {spool.pending()} "
+                f"record(s) of run {self._run_id} (metrics, artifacts, its final status) within "
+                f"{self.spool_wait_s:g} s ({spool.outage or 'still sending'}). They are kept in "
+                f"{spool.path}; "
+                f"once the server is back, send them with `python -m marl_lightning replay {spool.path}`.",
+                file=sys.stderr,
+            )
+        self._spooling_client = None  # a later use of this logger (validate after fit) starts a new spool
 
     @override
     @rank_zero_only

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from marl_lightning.errors import ConfigError
@@ -18,6 +19,8 @@ from marl_lightning.errors import ConfigError
 # for minutes before an unreachable server is reported).
 PROBE_TIMEOUT_S = "5"
 PROBE_ENVIRONMENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": PROBE_TIMEOUT_S}
+# A tracking server's account: read by MLflow's client from the environment, and only from there.
+USERNAME_VARIABLE, PASSWORD_VARIABLE = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
 
 
 @contextlib.contextmanager
@@ -47,15 +50,43 @@ def local_store_path(uri: str) -> Path | None:
 
 
 def _no_answer(client: MlflowClient, uri: str) -> str | None:
-    """Why the store does not answer one query (an http(s) store is asked once, without retries), or None."""
+    """Why the store does not answer one query (an http(s) store is asked once, without retries), or None.
+    A server that refuses the credentials is a ConfigError of its own (:func:`credentials_refused`)."""
     probe = PROBE_ENVIRONMENT if urlparse(uri).scheme in ("http", "https") else {}
     try:
         with _environment(probe):
             client.search_experiments(max_results=1)
     except Exception as error:  # noqa: BLE001 - any failure to answer is reported the same way
+        if isinstance(error, MlflowException) and error.get_http_status_code() in (401, 403):
+            raise credentials_refused(uri, error.get_http_status_code()) from None
         lines = str(error).strip().splitlines()
         return lines[0] if lines else type(error).__name__
     return None
+
+
+def credentials_refused(uri: str, status: int) -> ConfigError:
+    """The error for a server that answers 401/403: it names the account tried, never the password."""
+    user = os.environ.get(USERNAME_VARIABLE)
+    tried = (f"it refused the account {user!r} from {USERNAME_VARIABLE} with the password from "
+             f"{PASSWORD_VARIABLE}" if user else f"{USERNAME_VARIABLE} and {PASSWORD_VARIABLE} are not set")
+    return ConfigError(
+        f"The MLflow tracking server at {uri} asks for credentials (HTTP {status}): {tried}. Set "
+        f"{USERNAME_VARIABLE} and {PASSWORD_VARIABLE} to an account of that server (marl_lightning reads "
+        "them from the environment only, and writes them nowhere)."
+    )
+
+
+def check_no_credentials_in(uri: str, field: str) -> None:
+    """A URI with a user or password in it (``http://user:pass@host``) would land in the run's parameters,
+    its ``config.yaml`` and the checkpoints: refused, pointing to MLflow's environment variables."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https") and (parsed.username or parsed.password):
+        bare = f"{parsed.scheme}://{parsed.hostname}{f':{parsed.port}' if parsed.port else ''}{parsed.path}"
+        raise ConfigError(
+            f"{field}: the URI carries credentials, which would be written into the run's parameters, its "
+            f"config.yaml and the checkpoints. Use {bare} and put the user and password in "
+            f"{USERNAME_VARIABLE} and {PASSWORD_VARIABLE}."
+        )
 
 
 def open_store(uri: str, must_exist: bool = True) -> MlflowClient:
@@ -65,6 +96,7 @@ def open_store(uri: str, must_exist: bool = True) -> MlflowClient:
     one); an http(s) store is probed once without retries, so an unreachable server is reported in seconds.
     """
     fix = "Pass the store the runs were logged to with --tracking-uri (or set MLFLOW_TRACKING_URI)."
+    check_no_credentials_in(uri, "--tracking-uri")
     path = local_store_path(uri)
     if must_exist and path is not None and not path.exists():
         raise ConfigError(
@@ -85,8 +117,10 @@ def open_store(uri: str, must_exist: bool = True) -> MlflowClient:
 
 def check_store_for_logging(uri: str, field: str = "trainer.logger.init_args.tracking_uri") -> None:
     """Before a fit logs to ``uri``: a server must answer (probed once, no retries); a local store's folder
-    must take files (or the nearest folder above it that exists, where MLflow would create it). Creates
-    nothing; a ConfigError names the URI and the fix."""
+    must take files (or the nearest folder above it that exists, where MLflow would create it); a server's
+    credentials come from the environment, not the URI. Creates nothing; a ConfigError names the URI and
+    the fix."""
+    check_no_credentials_in(uri, field)
     path = local_store_path(uri)
     if path is not None:
         folder = path if path.suffix == "" and not uri.startswith("sqlite:") else path.parent

@@ -1,8 +1,9 @@
 """Pins what marl_lightning relies on in a dependency's private API, so a release that changes it fails here.
 
 The only such adapter is ``marl_lightning.loggers.MLFlowLogger`` (Lightning's ``MLFlowLogger``: its
-``_experiment_name``, ``_run_name``, ``_run_id``, ``_initialized``, ``_mlflow_client``, ``_tracking_uri``
-and the fabric helpers ``_convert_params``/``_flatten_dict``).
+``_experiment_name``, ``_run_name``, ``_run_id``, ``_initialized``, ``_mlflow_client``, ``_tracking_uri``,
+``_checkpoint_callback``/``_scan_and_log_checkpoints`` and the fabric helpers
+``_convert_params``/``_flatten_dict``).
 """
 
 from __future__ import annotations
@@ -63,6 +64,21 @@ def test_initialized_turns_true_once_lightning_has_created_the_experiment_and_ru
     assert logger._initialized is True and logger._run_id is not None
 
 
+def test_log_model_checkpoints_are_scanned_through_the_logger_experiment(tmp_path):
+    # With a server, the adapter's finalize does what Lightning's does (scan the ModelCheckpoint it was given
+    # with log_model=True, log through `experiment`) without its `get_run`, which waits for the server.
+    import inspect
+
+    logger = LightningMLFlowLogger(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", log_model=True)
+    assert logger._checkpoint_callback is None  # until a ModelCheckpoint saves
+    assert list(inspect.signature(logger._scan_and_log_checkpoints).parameters) == ["checkpoint_callback"]
+    source = inspect.getsource(LightningMLFlowLogger._scan_and_log_checkpoints)
+    assert "self.experiment.log_artifact(" in source
+    assert "self._scan_and_log_checkpoints(self._checkpoint_callback)" in inspect.getsource(
+        LightningMLFlowLogger.finalize
+    )
+
+
 def test_fabric_param_helpers_flatten_as_mlflow_params_are_named():
     flat = _flatten_dict(_convert_params({"model": {"lr": 0.1, "cells": [2, 3]}, "seed": 0}))
     assert flat == {"model/lr": 0.1, "model/cells": [2, 3], "seed": 0}
@@ -112,5 +128,5 @@ def test_no_private_attribute_of_a_dependency_outside_the_adapter():
     # The adapter's own uses are the ones the tests above pin.
     assert _private_uses(adapter, own) == {
         "_experiment_name", "_run_name", "_run_id", "_initialized", "_mlflow_client", "_tracking_uri",
-        "_convert_params", "_flatten_dict",
+        "_checkpoint_callback", "_scan_and_log_checkpoints", "_convert_params", "_flatten_dict",
     }

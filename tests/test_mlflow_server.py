@@ -3,11 +3,8 @@ against it; a policy is evaluated from its artifacts alone; ``compare`` reads it
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -15,53 +12,17 @@ from mlflow.tracking import MlflowClient
 from marl_lightning.cli import MarlCLI
 from tests.conftest import CONF, SMALL_RUN_ARGS
 from tests.test_grid import write_grid
+from tests.tracking_server import TrackingServer
 
 pytestmark = [pytest.mark.simulator, pytest.mark.slow]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def tracking_server(in_tmp):
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{in_tmp / 'server.db'}",
-            "--artifacts-destination",  # artifacts go through the server (mlflow-artifacts:/)
-            str(in_tmp / "server-artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail("the MLflow tracking server did not start")
-            time.sleep(0.5)
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
+    server = TrackingServer(in_tmp)
+    server.start()
+    yield server.url
+    server.stop()
 
 
 def test_fit_logs_to_a_tracking_server(tracking_server, in_tmp):

@@ -1,0 +1,130 @@
+"""A tracking server that goes away during a fit loses nothing: training goes on, what it logs waits in a
+spool and goes to the server when it is back; if it is still away when the fit ends, the fit ends
+normally, names the spool, and ``python -m marl_lightning replay`` sends it later. A real ``mlflow server``
+hangs (SIGSTOP) and comes back (SIGCONT) during the fit, then stops for good, and is started again on the
+same port and store for the replay."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from marl_lightning.__main__ import cli_main
+from marl_lightning.tracking_spool import SENT_SUFFIX, read
+from tests.conftest import REPO, cli_command
+from tests.tracking_server import TrackingServer
+
+pytestmark = [pytest.mark.simulator, pytest.mark.slow]
+ITERATIONS = 24
+EXPERIMENT = "mappo-navigation"
+RUN_FOLDER = Path("checkpoints") / EXPERIMENT / f"{EXPERIMENT}-seed0"
+
+
+def _iterations(path: Path) -> int:
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["state_dict"]["iterations"])
+    except (FileNotFoundError, RuntimeError, EOFError):  # not written yet
+        return 0
+
+
+def _wait(condition, proc: subprocess.Popen, what: str, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert proc.poll() is None, f"the fit ended before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _replay(*args: str) -> int:
+    with pytest.raises(SystemExit) as ended:
+        cli_main(["replay", *args])
+    return ended.value.code
+
+
+def test_metrics_survive_a_server_that_goes_away_twice_and_the_spool_is_replayed(in_tmp, monkeypatch, capsys):
+    server = TrackingServer(in_tmp)
+    server.start()
+    command = cli_command(
+        "fit", "--model.total_frames", str(ITERATIONS * 200),
+        "--trainer.logger.init_args.tracking_uri", server.url,
+        "--trainer.logger.init_args.retry_interval_s", "0.2",
+        "--trainer.logger.init_args.spool_wait_s", "2",
+    )
+    # MLflow's own retries (minutes) are off and a request gives up after 2 s: the spool's thread tries
+    # again every 0.2 s.
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
+    stderr_path = in_tmp / "fit.stderr"
+    checkpoint = in_tmp / RUN_FOLDER / "last.ckpt"
+    with stderr_path.open("w") as stderr:
+        proc = subprocess.Popen(command, cwd=in_tmp, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            _wait(lambda: _iterations(checkpoint) >= 2, proc, "iteration 2")
+            server.pause()  # 1. the server hangs ...
+            _wait(lambda: "does not answer" in stderr_path.read_text(), proc, "the outage was noticed")
+            away_at = _iterations(checkpoint)
+            _wait(lambda: _iterations(checkpoint) >= away_at + 2, proc, "two iterations more")
+            spools = list((in_tmp / RUN_FOLDER).glob("mlflow-spool-*.jsonl"))
+            assert len(spools) == 1 and len(read(spools[0])[1]) >= 2  # their metrics wait in it
+            server.resume()  # ... and comes back while training goes on
+            _wait(lambda: "answers again" in stderr_path.read_text(), proc, "the server was back")
+            _wait(lambda: not spools[0].exists(), proc, "the spool was sent")
+            back_at = _iterations(checkpoint)
+            server.stop()  # 2. it stops, for the rest of the fit
+            proc.wait(timeout=600)
+        finally:
+            proc.kill()
+            server.stop()
+    output = stderr_path.read_text()
+    assert proc.returncode == 0, output[-3000:]
+    assert back_at < ITERATIONS, "the server came back too late to test sending during training"
+    (spool,) = spools
+    # The fit ended normally and said where the records are and how to send them.
+    assert f"python -m marl_lightning replay {spool.relative_to(in_tmp)}" in output, output[-3000:]
+    header, records, sent = read(spool)
+    assert header["tracking_uri"] == server.url and records[-1] == {"status": "FINISHED",
+                                                                     "end_time": records[-1]["end_time"]}
+    assert any(record.get("folder") == "checkpoints" for record in records)  # the final checkpoint too
+
+    server.start()
+    try:
+        monkeypatch.chdir(in_tmp)  # the command as printed, relative to where the fit ran
+        assert _replay(str(spool.relative_to(in_tmp))) == 0
+        assert "record(s)" in capsys.readouterr().out
+        assert not spool.exists() and not Path(f"{spool}{SENT_SUFFIX}").exists()
+        client = MlflowClient(server.url)
+        (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+        assert run.info.status == "FINISHED"
+        # Every metric of every iteration is in the run: each train/ metric once per iteration.
+        train_keys = [key for key in run.data.metrics if key.startswith("train/")]
+        assert "train/return_mean" in train_keys
+        for key in train_keys:
+            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+            assert len(steps) == ITERATIONS and len(set(steps)) == ITERATIONS, key
+        assert run.data.metrics["train/iterations"] == ITERATIONS
+        artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")]
+        assert artifacts == ["checkpoints/last.ckpt"]
+        # A second replay of the same (now sent) spool is refused clearly, not resent.
+        assert _replay(str(spool)) == 2
+        assert "does not exist" in capsys.readouterr().err
+    finally:
+        server.stop()
+
+
+def test_a_spool_cut_off_by_a_kill_keeps_its_complete_records(tmp_path):
+    path = tmp_path / "mlflow-spool-abc.jsonl"
+    header = {"spool": 1, "tracking_uri": "http://127.0.0.1:1", "run_id": "abc"}
+    record = {"tag": ["k", "v"]}
+    path.write_text(json.dumps(header) + "\n" + json.dumps(record) + "\n" + '{"batch": {"metr')
+    Path(f"{path}{SENT_SUFFIX}").write_text("0")
+    assert read(path) == (header, [record], 0)
+    path.write_text(json.dumps({"not": "a spool"}) + "\n")
+    with pytest.raises(ValueError, match="not an MLflow spool"):
+        read(path)
