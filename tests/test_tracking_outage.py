@@ -128,3 +128,29 @@ def test_a_spool_cut_off_by_a_kill_keeps_its_complete_records(tmp_path):
     path.write_text(json.dumps({"not": "a spool"}) + "\n")
     with pytest.raises(ValueError, match="not an MLflow spool"):
         read(path)
+
+
+def test_a_spool_left_by_a_killed_fit_is_sent_by_the_next_one_from_where_it_stopped(tmp_path):
+    # What a resumed fit does with the spool of its run (the logger opens it when it continues the run):
+    # the records not yet delivered are sent, in order, and the file removed. Here into a local store.
+    from marl_lightning.tracking_spool import MetricSpool, spool_path
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("e"))
+    run_id = run.info.run_id
+    path = spool_path(tmp_path / "run", run_id)
+    path.parent.mkdir()
+    header = {"spool": 1, "tracking_uri": "http://127.0.0.1:1", "run_id": run_id}
+    batch = [{"batch": {"metrics": [["loss", float(i), 1000 + i, i]], "params": [], "tags": []}}
+             for i in range(3)]
+    lines = [json.dumps(line) for line in [header, *batch]]
+    path.write_text("\n".join(lines) + '\n{"batch": {"metr')  # the kill cut the last write
+    Path(f"{path}{SENT_SUFFIX}").write_text("1")  # the server had the first record
+    spool = MetricSpool(path, client, uri, run_id, retry_interval_s=0.1)
+    spool.put({"status": "FINISHED", "end_time": 5000})
+    assert spool.close(timeout_s=30)
+    assert not path.exists() and not Path(f"{path}{SENT_SUFFIX}").exists()
+    history = client.get_metric_history(run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(1, 1.0), (2, 2.0)]
+    assert client.get_run(run_id).info.status == "FINISHED"
