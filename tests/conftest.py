@@ -14,6 +14,12 @@ from marl_lightning import keys
 from marl_lightning.envs import EnvSpec
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Each of pytest-xdist's workers (one per core, `-n auto`) and the fits it starts use one torch thread:
+    # two processes with a thread per core each would slow each other many times over.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
 CONF = REPO / "conf"
 
 # Small but real runs: 10 envs x 20 steps per iteration, episodes of 20 steps.
