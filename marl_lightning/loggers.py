@@ -65,6 +65,8 @@ class SpoolingClient:
         self.spool = spool
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # (not set yet: copying or unpickling must not recurse through here)
+            raise AttributeError(name)
         return getattr(self._client, name)
 
     def log_batch(
