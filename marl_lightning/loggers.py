@@ -18,7 +18,6 @@ import time
 from argparse import Namespace
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import urlparse
 
 from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.loggers import MLFlowLogger as _LightningMLFlowLogger
@@ -27,7 +26,7 @@ from typing_extensions import override
 
 from marl_lightning.errors import Interrupted, find_in_chain, paragraph
 from marl_lightning.tracking_spool import MetricSpool, encode_batch, spool_path
-from marl_lightning.tracking_store import local_store_path
+from marl_lightning.tracking_store import is_server, local_store_path
 
 LIGHTNING_DEFAULT_EXPERIMENT = "lightning_logs"  # Lightning's experiment_name when none is given
 PARAM_VALUE_LIMIT = 250  # Lightning's MLFlowLogger truncates parameter values to this many characters
@@ -99,11 +98,6 @@ class SpoolingClient:
             self._client.set_terminated(run_id, status, end_time)
             return
         self.spool.put({"status": status or "FINISHED", "end_time": end_time or int(time.time() * 1000)})
-
-
-def is_server(uri: str | None) -> bool:
-    """Whether ``uri`` names a tracking server (what can go away during a fit), not a local store."""
-    return uri is not None and urlparse(uri).scheme in ("http", "https")
 
 
 class MLFlowLogger(_LightningMLFlowLogger):

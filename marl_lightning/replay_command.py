@@ -37,21 +37,20 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    spools = list(spool_files(args.paths))
-    for path in spools:
+    spools = {}  # path -> header, every path checked before anything is sent
+    for path in spool_files(args.paths):
         if not path.is_file():
             raise ConfigError(f"replay: {path} does not exist. Pass the spool file the fit named "
                               "(mlflow-spool-<run_id>.jsonl) or a folder holding spools.")
         try:
-            read(path)
+            spools[path] = read(path)[0]
         except (ValueError, UnicodeDecodeError) as error:
             raise ConfigError(f"replay: {error}.") from None
     if not spools:
         print(f"replay: no spool under {', '.join(args.paths)}: nothing to send.")
         return 0
     failed = 0
-    for path in spools:
-        header = read(path)[0]
+    for path, header in spools.items():
         uri = args.tracking_uri or header["tracking_uri"]
         try:
             counts = replay(path, open_store(uri, must_exist=False))

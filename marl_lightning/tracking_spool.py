@@ -105,36 +105,31 @@ class MetricSpool:
         self._work = threading.Condition(self._lock)
         self._pending: deque[dict[str, Any]] = deque()
         self._sent = 0  # records of the file the server has
-        self._written = 0  # records in the file
         self._closing = False
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.outage: str | None = None  # why the server does not answer, while it does not
-        self.rejected = 0
         if path.is_file():  # left by a fit that was killed or ended while the server was away
             header, records, sent = read(path)
             if header["run_id"] != run_id:
                 raise ValueError(f"{path} is the spool of run {header['run_id']}, not {run_id}")
             # Written again whole: a last line cut off by a kill would run into the next record.
-            partial = Path(f"{path}.partial")
-            partial.write_text("".join(json.dumps(line) + "\n" for line in [header, *records]))
-            os.replace(partial, path)
+            _write_atomically(path, "".join(json.dumps(line) + "\n" for line in [header, *records]))
             self._pending.extend(records[sent:])
-            self._sent, self._written = sent, len(records)
+            self._sent = sent
             if self._pending:
                 self._start()
 
     def put(self, record: dict[str, Any]) -> None:
         """Append ``record`` to the file (flushed before this returns) and queue it for the server."""
         with self._lock:
-            if self._written == 0 and not self.path.is_file():
+            if not self.path.is_file():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 header = {"spool": FORMAT, "tracking_uri": self.tracking_uri, "run_id": self.run_id}
                 self.path.write_text(json.dumps(header) + "\n")
             with self.path.open("a") as file:
                 file.write(json.dumps(record) + "\n")
                 file.flush()
-            self._written += 1
             self._pending.append(record)
             self._work.notify()
         if self._thread is None:
@@ -180,7 +175,7 @@ class MetricSpool:
                     self._wake.wait(self.retry_interval_s)
                     self._wake.clear()
                     continue
-                self._reject(record, error)
+                reject(self.path, record, error)
             self._delivered()
 
     def _delivered(self) -> None:
@@ -190,7 +185,7 @@ class MetricSpool:
             if not self._pending:  # everything is on the server: nothing to keep
                 self.path.unlink(missing_ok=True)
                 Path(f"{self.path}{SENT_SUFFIX}").unlink(missing_ok=True)
-                self._sent = self._written = 0
+                self._sent = 0
             else:
                 _write_sent(self.path, self._sent)
         if self.outage is not None:
@@ -205,10 +200,6 @@ class MetricSpool:
                   f"training goes on, and what it logs is kept in {self.path} until the server is back.",
                   file=sys.stderr)
 
-    def _reject(self, record: dict[str, Any], error: BaseException) -> None:
-        self.rejected += 1
-        reject(self.path, record, error)
-
 
 def reject(path: Path, record: dict[str, Any], error: BaseException) -> None:
     """Keep a record that can never be delivered (the server refused it, its file is gone) beside the
@@ -219,10 +210,15 @@ def reject(path: Path, record: dict[str, Any], error: BaseException) -> None:
           f"{path}{REJECTED_SUFFIX}.", file=sys.stderr)
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` whole: a kill leaves the old file or the new one, never a mix."""
+    partial = Path(f"{path}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def _write_sent(path: Path, sent: int) -> None:
-    partial = Path(f"{path}{SENT_SUFFIX}.partial")
-    partial.write_text(str(sent))
-    os.replace(partial, f"{path}{SENT_SUFFIX}")
+    _write_atomically(Path(f"{path}{SENT_SUFFIX}"), str(sent))
 
 
 def read(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], int]:

@@ -37,6 +37,11 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def is_server(uri: str | None) -> bool:
+    """Whether ``uri`` names a tracking server (``http(s)://``), not a local store."""
+    return uri is not None and urlparse(uri).scheme in ("http", "https")
+
+
 def local_store_path(uri: str) -> Path | None:
     """The file or folder a local store URI names (``sqlite:///x.db``, ``file:///x``, ``./mlruns``)."""
     if uri.startswith("sqlite:///"):
@@ -52,7 +57,7 @@ def local_store_path(uri: str) -> Path | None:
 def _no_answer(client: MlflowClient, uri: str) -> str | None:
     """Why the store does not answer one query (an http(s) store is asked once, without retries), or None.
     A server that refuses the credentials is a ConfigError of its own (:func:`credentials_refused`)."""
-    probe = PROBE_ENVIRONMENT if urlparse(uri).scheme in ("http", "https") else {}
+    probe = PROBE_ENVIRONMENT if is_server(uri) else {}
     try:
         with _environment(probe):
             client.search_experiments(max_results=1)
@@ -80,7 +85,7 @@ def check_no_credentials_in(uri: str, field: str) -> None:
     """A URI with a user or password in it (``http://user:pass@host``) would land in the run's parameters,
     its ``config.yaml`` and the checkpoints: refused, pointing to MLflow's environment variables."""
     parsed = urlparse(uri)
-    if parsed.scheme in ("http", "https") and (parsed.username or parsed.password):
+    if is_server(uri) and (parsed.username or parsed.password):
         bare = f"{parsed.scheme}://{parsed.hostname}{f':{parsed.port}' if parsed.port else ''}{parsed.path}"
         raise ConfigError(
             f"{field}: the URI carries credentials, which would be written into the run's parameters, its "
@@ -140,7 +145,7 @@ def check_store_for_logging(uri: str, field: str = "trainer.logger.init_args.tra
                 "--trainer.logger.init_args.tracking_uri sqlite:///mlflow.db), or use a tracking server."
             ) from None
         return
-    if urlparse(uri).scheme not in ("http", "https"):
+    if not is_server(uri):
         return
     reason = _no_answer(MlflowClient(tracking_uri=uri), uri)
     if reason is not None:
@@ -154,7 +159,7 @@ def check_store_for_logging(uri: str, field: str = "trainer.logger.init_args.tra
 def ui_hint(uri: str, experiment_id: str, run_id: str | None = None) -> str:
     """Where to look in MLflow's UI: the experiment's training runs as charts (MLflow 3 otherwise opens on
     its GenAI overview), or one run's artifacts."""
-    if urlparse(uri).scheme in ("http", "https"):
+    if is_server(uri):
         base, start = uri.rstrip("/"), ""
     else:
         base, start = "http://127.0.0.1:5000", f"`mlflow ui --backend-store-uri {uri}`, then "

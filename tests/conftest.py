@@ -47,6 +47,12 @@ SMALL_RUN_ARGS = [
 ]
 
 
+def checkpoint_iterations(path: Path) -> int:
+    """The iterations a checkpoint holds (``IterationCheckpoint`` renames a complete file into place, so one
+    that exists can be read)."""
+    return int(torch.load(path, map_location="cpu", weights_only=True)["state_dict"]["iterations"])
+
+
 def cli_args(subcommand: str, *extra: str, config: str = "mappo.yaml", small: bool = True) -> list[str]:
     """Arguments of ``marl_lightning <subcommand> --config conf/<config>`` at the small test sizes."""
     return [subcommand, "--config", str(CONF / config), *(SMALL_RUN_ARGS if small else []), *extra]

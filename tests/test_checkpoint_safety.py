@@ -8,10 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 
 from marl_lightning.cli import MarlCLI
-from tests.conftest import cli_args, cli_command
+from tests.conftest import checkpoint_iterations, cli_args, cli_command
 
 pytestmark = pytest.mark.simulator
 
@@ -20,10 +19,6 @@ def _fit(folder: Path, iterations: int, *extra: str) -> MarlCLI:
     return MarlCLI(args=cli_args("fit", "--trainer.logger", "false", "--trainer.callbacks.init_args.dirpath",
                                  str(folder), "--model.total_frames", str(200 * iterations), *extra)[1:],
                   run=False)
-
-
-def _iterations(path: Path) -> int:
-    return int(torch.load(path, map_location="cpu", weights_only=True)["state_dict"]["iterations"])
 
 
 def _small_files_only() -> None:
@@ -48,7 +43,7 @@ def test_a_failed_checkpoint_write_stops_the_fit_with_a_clear_error_and_the_prev
     (line,) = [line for line in proc.stderr.splitlines() if line.startswith("marl_lightning: error:")]
     assert f"Writing the checkpoint {folder / 'last.ckpt'} failed: File too large" in line
     assert f"The previous checkpoint {folder / 'last.ckpt'} is intact" in line
-    assert (folder / "last.ckpt").read_bytes() == before and _iterations(folder / "last.ckpt") == 2
+    assert (folder / "last.ckpt").read_bytes() == before and checkpoint_iterations(folder / "last.ckpt") == 2
     assert not (folder / "last.ckpt.partial").exists()
 
 
@@ -61,4 +56,4 @@ def test_a_truncated_partial_file_is_never_resumed_from_and_is_overwritten(in_tm
     assert checkpoint.last_path() == str(folder / "last.ckpt")  # the complete one
     cli = _fit(folder, 2)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(folder / "last.ckpt"))
-    assert _iterations(folder / "last.ckpt") == 2 and not (folder / "last.ckpt.partial").exists()
+    assert checkpoint_iterations(folder / "last.ckpt") == 2 and not (folder / "last.ckpt.partial").exists()

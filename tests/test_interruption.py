@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import cli_command
+from tests.conftest import checkpoint_iterations, cli_command
 
 pytestmark = [pytest.mark.simulator, pytest.mark.slow]
 ITERATIONS = 12
@@ -20,10 +20,6 @@ TOTAL = ITERATIONS * 200
 EXPERIMENT = "mappo-navigation"
 CHECKPOINT = Path("checkpoints") / EXPERIMENT / f"{EXPERIMENT}-seed0" / "last.ckpt"
 COMMAND = cli_command("fit", "--model.total_frames", str(TOTAL))
-
-
-def _iterations(path: Path) -> int:
-    return int(torch.load(path, map_location="cpu", weights_only=True)["state_dict"]["iterations"])
 
 
 def _only_run(folder: Path):
@@ -67,13 +63,14 @@ def test_a_signalled_fit_resumes_into_the_same_run_and_ends_bit_for_bit(signum, 
     proc = subprocess.Popen(COMMAND, cwd=in_tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     last = in_tmp / CHECKPOINT
     deadline = time.monotonic() + 300
-    while not (last.exists() and _iterations(last) >= 2):  # signalled once iteration 2 is checkpointed
+    # Signalled once iteration 2 is checkpointed.
+    while not (last.exists() and checkpoint_iterations(last) >= 2):
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it was signalled"
         time.sleep(0.05)
-    seen = _iterations(last)
+    seen = checkpoint_iterations(last)
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=300)
-    stopped_at = _iterations(last)
+    stopped_at = checkpoint_iterations(last)
     assert stopped_at < ITERATIONS, "the signal came too late to test anything"
     client, run = _only_run(in_tmp)
     if signum == signal.SIGKILL:

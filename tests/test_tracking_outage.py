@@ -13,12 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from marl_lightning.__main__ import cli_main
 from marl_lightning.tracking_spool import SENT_SUFFIX, read
-from tests.conftest import REPO, cli_command
+from tests.conftest import REPO, checkpoint_iterations, cli_command
 from tests.tracking_server import TrackingServer
 
 pytestmark = [pytest.mark.simulator, pytest.mark.slow]
@@ -28,10 +27,7 @@ RUN_FOLDER = Path("checkpoints") / EXPERIMENT / f"{EXPERIMENT}-seed0"
 
 
 def _iterations(path: Path) -> int:
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["state_dict"]["iterations"])
-    except (FileNotFoundError, RuntimeError, EOFError):  # not written yet
-        return 0
+    return checkpoint_iterations(path) if path.exists() else 0
 
 
 def _wait(condition, proc: subprocess.Popen, what: str, timeout_s: float = 300) -> None:
