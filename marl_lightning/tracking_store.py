@@ -16,8 +16,10 @@ from mlflow.tracking import MlflowClient
 from marl_lightning.errors import ConfigError
 
 # A probe of an http(s) store gives up after this many seconds and never retries (MLflow's defaults retry
-# for minutes before an unreachable server is reported).
-PROBE_TIMEOUT_S = "5"
+# for minutes before an unreachable server is reported). A refused connection is reported at once; the
+# timeout is for a server that accepts and does not answer, and leaves room for a busy one (a basic-auth
+# server hashes the password on every request: seconds on a loaded machine).
+PROBE_TIMEOUT_S = "20"
 PROBE_ENVIRONMENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": PROBE_TIMEOUT_S}
 # A tracking server's account: read by MLflow's client from the environment, and only from there.
 USERNAME_VARIABLE, PASSWORD_VARIABLE = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
