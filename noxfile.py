@@ -1,4 +1,4 @@
-"""Development sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s speed``, ``nox -s curve``."""
+"""Development sessions: ``nox -s tests``, ``lint``, ``speed``, ``bench`` (throughput.py), ``curve``."""
 
 import nox
 
@@ -22,6 +22,13 @@ def lint(session: nox.Session) -> None:
 def speed(session: nox.Session) -> None:
     session.install(*INSTALL)
     session.run("python", "benchmarks/speed_mappo.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """``benchmarks/throughput.py``: e.g. ``nox -s bench -- --runs 3 --compare-benchmarl``."""
+    session.install(*INSTALL)
+    session.run("python", "benchmarks/throughput.py", *session.posargs)
 
 
 @nox.session

@@ -104,7 +104,12 @@ def ratio(numerator: torch.Tensor, denominator: float) -> torch.Tensor:
 # train/iterations and the MLflow step).
 ITERATION = {
     "collect_s": Statistic("perf/collect_s", "max"),
+    # update_s: everything after collection, split into advantages_s (GAE and the flattened batch),
+    # optimise_s (the minibatch steps) and statistics_s (the iteration's divergences).
     "update_s": Statistic("perf/update_s", "max"),
+    "advantages_s": Statistic("perf/advantages_s", "max"),
+    "optimise_s": Statistic("perf/optimise_s", "max"),
+    "statistics_s": Statistic("perf/statistics_s", "max"),
     "frames_per_s": Statistic("perf/frames_per_s", "min", prog_bar=True),
     "return_mean": Statistic("train/return_mean", "ratio", prog_bar=True),
     "param_checksum": Statistic("dist/param_divergence", "spread"),

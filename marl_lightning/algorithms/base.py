@@ -215,12 +215,18 @@ class MultiAgentPPOModule(IterationModule):
             return Iteration(frames=frames, statistics=statistics)
         statistics = self.compute_advantages(batch)
         flat = self.training_batch(batch)  # [N]
+        advantages_done = time.perf_counter()
         statistics |= self.optimise(flat)
+        optimise_done = time.perf_counter()
         statistics |= self.iteration_statistics(flat)
-        update_s = time.perf_counter() - start
+        end = time.perf_counter()
+        update_s = end - start
         returns = finished_episode_returns(batch)  # [episodes, A]
         statistics |= {
             "collect_s": torch.tensor(rollout.collect_s),
+            "advantages_s": torch.tensor(advantages_done - start),
+            "optimise_s": torch.tensor(optimise_done - advantages_done),
+            "statistics_s": torch.tensor(end - optimise_done),
             "update_s": torch.tensor(update_s),
             "frames_per_s": torch.tensor(frames / max(rollout.collect_s + update_s, 1e-9)),
             "return_mean": metrics.ratio(returns.sum(), returns.numel()),

@@ -1,0 +1,226 @@
+"""Throughput of a fit: end-to-end and steady-state frames/s, where an iteration's time goes, memory, and
+what this machine's matrix units allow; optionally against BenchMARL's anchor run, interleaved.
+
+Usage:
+    python benchmarks/throughput.py [--config conf/mappo.yaml] [--frames 60000] [--runs 1]
+        [--compare-benchmarl] [-- <further fit arguments, e.g. --data.num_envs 600>]
+
+Each run is a fresh ``python -m marl_lightning fit`` process at the anchor settings of
+``benchmarks/speed_mappo.py`` (then the further arguments), timed from launch to exit like
+``../shared/bench/benchmarl_anchor.sh`` times BenchMARL. The fit carries ``callbacks.IterationTimes``, whose
+per-iteration lines give the steady state (the median iteration after the first), its split into collect /
+advantages / update (the minibatch steps) / statistics / logging (the rest of the loop: reductions, logging,
+Lightning), peak RSS and RSS growth (RSS at the end against RSS at iteration 5). In this process, before the
+runs: the matmul rate of the machine (at 1024³ and at the update's own layer shape, with the fit's thread
+count), the FLOPs of one minibatch step (counted by linear layer) and the time VMAS alone takes to step
+one iteration's frames with the same policy network. With ``--compare-benchmarl`` the anchor and our run
+alternate ``--runs`` times; the last line is ``ratio_vs_benchmarl=<x>`` (BenchMARL's median wall over ours).
+Run it on an idle machine: nothing else may compute meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed_mappo import ARGS  # noqa: E402 - the anchor settings
+
+ROOT = Path(__file__).resolve().parents[1]
+ANCHOR = ROOT.parent / "shared" / "bench" / "benchmarl_anchor.sh"
+PARTS = ("collect_s", "advantages_s", "optimise_s", "statistics_s")
+
+
+def fit_args(config: str, extra: list[str]) -> list[str]:
+    """The anchor settings with ``config`` as the first config file, then ``extra``."""
+    args = list(ARGS)
+    args[args.index("--config") + 1] = config
+    return [*args, *extra]
+
+
+def matmul_gflops(m: int, k: int, n: int, trials: int = 3, seconds: float = 0.5) -> float:
+    """This machine's float32 GFLOP/s on [m, k] @ [k, n]: the best of ``trials`` of about ``seconds`` each
+    (the best, as the capacity the update is compared with; a busy moment only lowers one trial)."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):
+        a @ b
+    rates = []
+    for _ in range(trials):
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            a @ b
+            count += 1
+        rates.append(2 * m * k * n * count / (time.perf_counter() - start) / 1e9)
+    return max(rates)
+
+
+def in_process_figures(args: list[str]) -> dict[str, float]:
+    """Build the config's module and env here: FLOPs of one minibatch step, and VMAS alone stepping one
+    iteration's frames with the same policy network (continuous VMAS tasks only)."""
+    from marl_lightning.cli import MarlCLI
+    from marl_lightning.data.team_signals import expand_team_signals
+    from marl_lightning.envs.vmas import Vmas
+
+    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when given args besides a command line
+    try:
+        cli = MarlCLI(args=args, run=False)
+    finally:
+        sys.argv = argv
+    data, model = cli.datamodule, cli.model
+    spec = data.env_spec
+    out: dict[str, float] = {}
+    env = data.env_factory.make_transformed(data.num_envs, "cpu", 0)
+    with torch.no_grad():
+        batch = expand_team_signals(
+            env.rollout(data.steps_per_env, model.policy, break_when_any_done=False), spec.n_agents
+        )  # [B, T]
+        model.compute_advantages(batch)
+    env.close()
+    flat = model.training_batch(batch)  # [B·T]
+    # Forward 2·rows·in·out per linear layer of the actor and the critic (rows: minibatch × agents, every
+    # agent's network sees its own rows), backward twice that. torch.utils.flop_counter cannot count
+    # through TensorDictModule (its module tracker tests a TensorDict for truth), hence the count by layer.
+    rows = model.hparams.minibatch_size * spec.n_agents
+    layers = [m for net in (model.actor, model.critic) for m in net.modules()
+              if isinstance(m, torch.nn.Linear)]
+    out["step_gflop"] = 3 * sum(2 * rows * m.in_features * m.out_features for m in layers) / 1e9
+    steps = model.hparams.num_epochs * (flat.shape[0] // model.hparams.minibatch_size)
+    out["steps_per_iteration"] = steps
+    linear = [m for m in model.actor.modules() if isinstance(m, torch.nn.Linear)]
+    width = linear[1].in_features if len(linear) > 1 else 256
+    out["matmul_gflops_layer"] = matmul_gflops(rows, width, width)
+    out["matmul_gflops_1024"] = matmul_gflops(1024, 1024, 1024)
+    factory = data.env_factory
+    if isinstance(factory, Vmas) and spec.continuous:
+        out["vmas_alone_s"] = vmas_alone_s(factory, model, data.num_envs, data.steps_per_env)
+    return out
+
+
+def vmas_alone_s(factory, model, num_envs: int, steps: int) -> float:
+    """Seconds VMAS itself needs for ``steps`` steps of ``num_envs`` envs, actions from the policy network
+    (its MLP and a tanh-Gaussian sample, no TorchRL env or collector around it); median of 3."""
+    import vmas
+
+    from marl_lightning.envs.scenarios import SCENARIOS
+
+    scenario = SCENARIOS[factory.scenario]() if factory.scenario in SCENARIOS else factory.scenario
+    env = vmas.make_env(scenario, num_envs=num_envs, device="cpu", continuous_actions=True, seed=0,
+                        max_steps=factory.max_steps, n_agents=factory.n_agents, **factory.scenario_kwargs)
+    network = model.actor[0].module  # the MLP and its (loc, scale) head
+    times = []
+    with torch.no_grad():
+        for _ in range(3):
+            observations = env.reset()
+            start = time.perf_counter()
+            for _ in range(steps):
+                loc, scale = network(torch.stack(observations, 1))  # [B, A, action_dim] each
+                action = torch.tanh(loc + scale * torch.randn_like(loc))
+                observations, _, _, _ = env.step(list(action.unbind(1)))
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def our_run(args: list[str], frames: int, seed: int) -> dict:
+    """One fit process; its wall seconds and its per-iteration lines."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "times.jsonl"
+        callbacks = json.dumps([{"class_path": "callbacks.IterationTimes", "init_args": {"path": str(path)}}])
+        cmd = [sys.executable, "-m", "marl_lightning", "fit", *args, "--trainer.callbacks", callbacks,
+               "--model.total_frames", str(frames), "--seed_everything", str(seed)]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        wall = time.perf_counter() - start
+        if proc.returncode:
+            sys.exit(f"fit failed:\n{proc.stderr[-3000:]}")
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return {"wall_s": wall, "iterations": lines}
+
+
+def benchmarl_run(frames: int) -> float:
+    """One anchor run of BenchMARL; its wall seconds."""
+    out = subprocess.run(["bash", str(ANCHOR), str(frames), "1"], capture_output=True, text=True, cwd=ROOT)
+    found = re.search(r"median wall_s=([0-9.]+)", out.stdout)
+    if out.returncode or not found:
+        sys.exit(f"BenchMARL's anchor run failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+    return float(found.group(1))
+
+
+def report(runs: list[dict], frames: int, figures: dict[str, float]) -> float:
+    """Print our figures; return the median end-to-end wall seconds."""
+    walls = [run["wall_s"] for run in runs]
+    wall = statistics.median(walls)
+    steady = [line for run in runs for line in run["iterations"][1:]] or runs[0]["iterations"]
+    per_iteration = frames / len(runs[0]["iterations"])
+    iteration_s = statistics.median(line["wall_s"] for line in steady)
+    print(f"end_to_end wall_s={wall:.2f} frames={frames} frames_per_s={frames / wall:.0f} "
+          f"(runs: {', '.join(f'{w:.2f}' for w in walls)})")
+    print(f"steady_state iteration_s={iteration_s:.3f} frames_per_s={per_iteration / iteration_s:.0f} "
+          f"({per_iteration:.0f} frames an iteration, median of {len(steady)} iterations after the first)")
+    split = {name: statistics.median(line.get(name, 0.0) for line in steady) for name in PARTS}
+    split["logging_s"] = statistics.median(
+        line["wall_s"] - sum(line.get(name, 0.0) for name in PARTS) for line in steady
+    )
+    labels = {"collect_s": "collect", "advantages_s": "advantages", "optimise_s": "update",
+              "statistics_s": "statistics", "logging_s": "logging"}
+    print("split_s " + " ".join(f"{labels[k]}={v:.3f}" for k, v in split.items()))
+    peak = max(line["peak_rss_mib"] for run in runs for line in run["iterations"])
+    first = runs[0]["iterations"]
+    at5 = first[min(4, len(first) - 1)]["rss_mib"]
+    end = first[-1]["rss_mib"]
+    print(f"memory peak_rss_mib={peak:.0f} rss_at_iteration_5={at5:.0f} rss_at_end={end:.0f} "
+          f"growth={end / at5 - 1:+.1%} over {len(first)} iterations")
+    update_gflops = figures["step_gflop"] * figures["steps_per_iteration"] / max(split["optimise_s"], 1e-9)
+    print(f"matmul_gflops 1024^3={figures['matmul_gflops_1024']:.0f} update_layer_shape="
+          f"{figures['matmul_gflops_layer']:.0f} (torch threads {torch.get_num_threads()})")
+    share = update_gflops / figures["matmul_gflops_layer"]
+    print(f"update step_gflop={figures['step_gflop']:.3f} x {figures['steps_per_iteration']:.0f} steps: "
+          f"achieved {update_gflops:.0f} GFLOP/s = {share:.0%} of the matmul rate at the layer shape")
+    if "vmas_alone_s" in figures:
+        print(f"collection collect_s={split['collect_s']:.3f} vmas_alone_s={figures['vmas_alone_s']:.3f} "
+              f"ratio={split['collect_s'] / figures['vmas_alone_s']:.2f}x")
+    return wall
+
+
+def main() -> None:
+    own, _, extra = (sys.argv[1:], None, [])
+    if "--" in own:
+        index = own.index("--")
+        own, extra = own[:index], own[index + 1:]
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", default="conf/mappo.yaml")
+    parser.add_argument("--frames", type=int, default=60_000)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--compare-benchmarl", action="store_true")
+    options = parser.parse_args(own)
+    args = fit_args(options.config, extra)
+    print(f"settings: {' '.join(args)} --model.total_frames {options.frames}", flush=True)
+    figures = in_process_figures(args)
+    if options.compare_benchmarl and extra:
+        print("note: BenchMARL's anchor runs at its own settings; the further arguments apply to ours only")
+    runs, theirs = [], []
+    for seed in range(1, options.runs + 1):
+        if options.compare_benchmarl:
+            theirs.append(benchmarl_run(options.frames))
+            print(f"round {seed}: benchmarl wall_s={theirs[-1]:.2f}", flush=True)
+        runs.append(our_run(args, options.frames, seed))
+        print(f"round {seed}: marl_lightning wall_s={runs[-1]['wall_s']:.2f}", flush=True)
+    wall = report(runs, options.frames, figures)
+    if options.compare_benchmarl:
+        theirs_wall = statistics.median(theirs)
+        print(f"benchmarl wall_s={theirs_wall:.2f} frames_per_s={options.frames / theirs_wall:.0f}")
+        print(f"ratio_vs_benchmarl={theirs_wall / wall:.2f}")
+
+
+if __name__ == "__main__":
+    main()
