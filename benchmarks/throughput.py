@@ -32,12 +32,13 @@ from pathlib import Path
 
 import torch
 
+from callbacks.iteration_times import PARTS
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed_mappo import ARGS  # noqa: E402 - the anchor settings
 
 ROOT = Path(__file__).resolve().parents[1]
 ANCHOR = ROOT.parent / "shared" / "bench" / "benchmarl_anchor.sh"
-PARTS = ("collect_s", "advantages_s", "optimise_s", "statistics_s")
 
 
 def fit_args(config: str, extra: list[str]) -> list[str]:
@@ -64,10 +65,9 @@ def matmul_gflops(m: int, k: int, n: int, trials: int = 3, seconds: float = 0.5)
 
 
 def in_process_figures(args: list[str]) -> dict[str, float]:
-    """Build the config's module and env here: FLOPs of one minibatch step, and VMAS alone stepping one
-    iteration's frames with the same policy network (continuous VMAS tasks only)."""
+    """Build the config's module here: FLOPs of one minibatch step, the matmul rates, and VMAS alone
+    stepping one iteration's frames with the same policy network (continuous VMAS tasks only)."""
     from marl_lightning.cli import MarlCLI
-    from marl_lightning.data.team_signals import expand_team_signals
     from marl_lightning.envs.vmas import Vmas
 
     argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when given args besides a command line
@@ -76,27 +76,17 @@ def in_process_figures(args: list[str]) -> dict[str, float]:
     finally:
         sys.argv = argv
     data, model = cli.datamodule, cli.model
-    spec = data.env_spec
+    spec, hp = data.env_spec, model.hparams
     out: dict[str, float] = {}
-    env = data.env_factory.make_transformed(data.num_envs, "cpu", 0)
-    with torch.no_grad():
-        batch = expand_team_signals(
-            env.rollout(data.steps_per_env, model.policy, break_when_any_done=False), spec.n_agents
-        )  # [B, T]
-        model.compute_advantages(batch)
-    env.close()
-    flat = model.training_batch(batch)  # [B·T]
     # Forward 2·rows·in·out per linear layer of the actor and the critic (rows: minibatch × agents, every
     # agent's network sees its own rows), backward twice that. torch.utils.flop_counter cannot count
     # through TensorDictModule (its module tracker tests a TensorDict for truth), hence the count by layer.
-    rows = model.hparams.minibatch_size * spec.n_agents
+    rows = hp.minibatch_size * spec.n_agents
     layers = [m for net in (model.actor, model.critic) for m in net.modules()
               if isinstance(m, torch.nn.Linear)]
     out["step_gflop"] = 3 * sum(2 * rows * m.in_features * m.out_features for m in layers) / 1e9
-    steps = model.hparams.num_epochs * (flat.shape[0] // model.hparams.minibatch_size)
-    out["steps_per_iteration"] = steps
-    linear = [m for m in model.actor.modules() if isinstance(m, torch.nn.Linear)]
-    width = linear[1].in_features if len(linear) > 1 else 256
+    out["steps_per_iteration"] = hp.num_epochs * (data.frames_per_batch // hp.minibatch_size)
+    width = layers[1].in_features  # the actor's first hidden width
     out["matmul_gflops_layer"] = matmul_gflops(rows, width, width)
     out["matmul_gflops_1024"] = matmul_gflops(1024, 1024, 1024)
     factory = data.env_factory
@@ -191,7 +181,7 @@ def report(runs: list[dict], frames: int, figures: dict[str, float]) -> float:
 
 
 def main() -> None:
-    own, _, extra = (sys.argv[1:], None, [])
+    own, extra = sys.argv[1:], []
     if "--" in own:
         index = own.index("--")
         own, extra = own[:index], own[index + 1:]

@@ -12,7 +12,8 @@ import lightning.pytorch as pl
 import torch
 from typing_extensions import override
 
-_PARTS = ("collect_s", "advantages_s", "optimise_s", "statistics_s")
+# The module's own parts of an iteration (``perf/<name>``), where the algorithm reports them.
+PARTS = ("collect_s", "advantages_s", "optimise_s", "statistics_s")
 
 
 def _status_mib(field: str) -> float | None:
@@ -70,7 +71,7 @@ class IterationTimes(pl.Callback):
             "iteration": int(pl_module.iterations),
             "frames": int(pl_module.frames),
             "wall_s": wall,
-            **{name: float(parts[name]) for name in _PARTS if isinstance(parts.get(name), torch.Tensor)},
+            **{name: float(parts[name]) for name in PARTS if isinstance(parts.get(name), torch.Tensor)},
             "rss_mib": rss_mib(),
             "peak_rss_mib": peak_rss_mib(),
         }
