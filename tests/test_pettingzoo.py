@@ -118,3 +118,36 @@ def test_an_algorithm_refuses_an_action_kind_it_cannot_train():
     DiscreteOnly(env_spec=make_spec(continuous=False))
     with pytest.raises(ConfigError, match="DiscreteOnly cannot handle the continuous actions"):
         DiscreteOnly(env_spec=make_spec(continuous=True))
+
+
+@pytest.mark.parametrize("task", ["mpe2.simple_spread_v3", "tests.dying_agents_env"])
+def test_the_forwarding_wrapper_steps_as_torchrls_own(task):
+    """The adapter (``agents``/``agent_selection`` read from the PettingZoo env at once) changes no value:
+    the same seeded rollout, action for action, as TorchRL's plain ``PettingZooWrapper``."""
+    from torchrl.envs.libs.pettingzoo import PettingZooWrapper
+
+    from marl_lightning.envs.pettingzoo import (
+        AttributeForwardingPettingZooWrapper,
+        load_parallel_env_constructor,
+    )
+
+    dying = {"lifetimes": [2, 5, 8], "max_cycles": 8}
+    kwargs = {**SPREAD, "continuous_actions": True} if task.startswith("mpe2") else dying
+    options = {"group_map": None, "categorical_actions": True, "done_on_any": False,
+               "use_mask": task.startswith("tests")}
+    rollouts = []
+    for wrapper in (PettingZooWrapper, AttributeForwardingPettingZooWrapper):
+        raw = load_parallel_env_constructor(task)(**kwargs)
+        env = wrapper(raw, **{**options, "group_map": {keys.GROUP: list(raw.possible_agents)}})
+        env.set_seed(7)
+        torch.manual_seed(0)
+        rollouts.append(env.rollout(30, break_when_any_done=False))  # random actions from the spec
+        if wrapper is AttributeForwardingPettingZooWrapper:
+            assert env.agents == raw.agents
+    plain, forwarded = rollouts
+    assert set(plain.keys(True, True)) == set(forwarded.keys(True, True))
+    for key in plain.keys(True, True):
+        assert torch.equal(plain[key], forwarded[key]), key
+    assert PettingZoo(task, kwargs, use_mask=options["use_mask"])._make_one("cpu").__class__ is (
+        AttributeForwardingPettingZooWrapper
+    )

@@ -1,4 +1,5 @@
-"""Our own VMAS scenarios: the formation tasks of the DPO paper's MPE experiments (Sec. 4.2, App. A.1).
+"""Our own VMAS scenarios: the DPO paper's three MPE tasks (Sec. 4.2, App. A.1) on one MPE base
+(``_mpe.py``): simple spread as mpe2 defines it, and the formation tasks line control and circle control.
 
 :class:`~marl_lightning.envs.Vmas` builds them by name, like VMAS's own (``scenario: line_control``).
 """
@@ -15,10 +16,12 @@ from marl_lightning.envs.scenarios._formation import (
 )
 from marl_lightning.envs.scenarios.circle_control import CircleControl, CircleControlParams
 from marl_lightning.envs.scenarios.line_control import LineControl, LineControlParams
+from marl_lightning.envs.scenarios.simple_spread import SimpleSpread, SimpleSpreadParams
 
 SCENARIOS: dict[str, type[BaseScenario]] = {
     "line_control": LineControl,
     "circle_control": CircleControl,
+    "mpe_simple_spread": SimpleSpread,
 }
 
 __all__ = [
@@ -30,5 +33,7 @@ __all__ = [
     "FormationScenario",
     "LineControl",
     "LineControlParams",
+    "SimpleSpread",
+    "SimpleSpreadParams",
     "min_cost_assignment",
 ]

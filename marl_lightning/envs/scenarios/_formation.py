@@ -25,11 +25,10 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
-from vmas.simulator.core import Agent, Landmark, Sphere, World
-from vmas.simulator.scenario import BaseScenario
+from vmas.simulator.core import Agent, World
 from vmas.simulator.utils import Color
 
-from marl_lightning.errors import ConfigError
+from marl_lightning.envs.scenarios._mpe import MpeParams, MpeScenario
 
 MAX_ENUMERATED_AGENTS = 6
 """Largest N solved by enumerating permutations (6! = 720 per env); larger N use scipy once per env."""
@@ -78,120 +77,60 @@ def min_cost_assignment(cost: Tensor, max_enumerated: int = MAX_ENUMERATED_AGENT
 
 
 @dataclasses.dataclass(frozen=True)
-class FormationParams:
-    """Parameters both tasks share (``scenario_kwargs`` of :class:`~marl_lightning.envs.Vmas`).
+class FormationParams(MpeParams):
+    """:class:`~marl_lightning.envs.scenarios._mpe.MpeParams` plus the reward's clip.
 
     Attributes:
-        n_agents: N, agents and target points (DPO paper Sec. 4.2: N = 5).
-        arena_size: agents start uniformly in ``[-arena_size, arena_size]^2`` (Agarwal et al.: 1).
-        agent_radius: agents are colliding discs of this radius.
-        landmark_radius: landmarks are drawn discs of this radius; they do not collide.
-        u_multiplier: force per unit action; 5 is MPE's ``sensitivity`` for agents without ``accel``, so a
-            full action accelerates as in the original MPE the paper used (Sec. 4.2).
         max_distance: each matched distance is clipped at this value before averaging, as in Agarwal et al.'s
             code (``np.clip(dists, 0, 2)``); ``inf`` disables the clip.
-        observe_other_agents: append the other agents' relative positions to each observation (MPE's
-            ``simple_spread``); Agarwal et al. left them out and let agents exchange messages instead.
+
+    ``observe_other_agents`` (on by default, MPE's ``simple_spread`` layout): Agarwal et al. left the other
+    agents out and let agents exchange messages instead.
     """
 
-    n_agents: int = 5
-    arena_size: float = 1.0
-    agent_radius: float = 0.05
-    landmark_radius: float = 0.03
-    u_multiplier: float = 5.0
     max_distance: float = 2.0
-    observe_other_agents: bool = True
 
-    min_agents: ClassVar[int] = 1
-
-    def __post_init__(self) -> None:
-        if self.n_agents < self.min_agents:
-            raise ConfigError(
-                f"data.env.init_args.n_agents must be >= {self.min_agents} for this scenario, "
-                f"got {self.n_agents}."
-            )
-        for name in ("arena_size", "agent_radius", "landmark_radius", "u_multiplier", "max_distance"):
-            value = getattr(self, name)
-            if not value > 0:
-                raise ConfigError(f"data.env.init_args.scenario_kwargs.{name} must be > 0, got {value}.")
+    positive = (*MpeParams.positive, "max_distance")
 
 
-class FormationScenario(BaseScenario, abc.ABC):
+class FormationScenario(MpeScenario, abc.ABC):
     """N agents must occupy N target points that a subclass derives from the landmarks (and agents).
 
     Modelling (DPO paper App. A.1 and Sec. 4.2; Agarwal et al. 2020 where the paper is silent):
 
-    - World: the MPE the paper used (Sec. 4.2): VMAS's defaults are MPE's constants (dt 0.1, drag 0.25,
-      contact force 100, contact margin 1e-3); holonomic agents, force = action x ``u_multiplier`` (MPE's
-      sensitivity 5); no walls (MPE has none).
-      Continuous actions are the force in ``[-1, 1]^2``; discrete ones are VMAS's 9 moves (stay and 8
-      directions), not MPE's 5 (stay, ±x, ±y) that the paper used.
-    - Reset: agents uniform in ``[-arena_size, arena_size]^2`` (Agarwal et al.), landmarks by the subclass.
+    - World, agents, actions, reset of the agents, observation, no termination: the MPE base shared with
+      simple spread (:class:`~marl_lightning.envs.scenarios._mpe.MpeScenario`); landmarks by the subclass.
     - Targets: :meth:`target_positions`, matched to agents by :func:`min_cost_assignment` on Euclidean
       distances every step (Agarwal et al.: ``linear_sum_assignment``).
     - Reward: one team reward, the same for every agent, ``-mean_i min(d_i, max_distance)`` over the matched
       agent-target distances d_i. App. A.1: "the reward in these tasks is the distance between all the
       agents and their target locations"; the mean and the clip are Agarwal et al.'s ``joint_reward``.
-    - Observation of agent i (MPE layout, Lowe et al. 2017): ``[vel_i (2), pos_i (2),
-      landmark_l - pos_i (2 per landmark), pos_j - pos_i (2 per other agent j, by index)]``; the last block
-      only with ``observe_other_agents``. Targets are not observed: they follow from landmarks (and, for
-      the circle, the agents' positions), which are.
-    - Termination: none (:meth:`done` is always false), so only VMAS's ``max_steps`` ends an episode. The
-      paper gives no termination; Agarwal et al. also ended an episode once every agent was within 0.05 of
-      its target, which we leave out so every episode has ``max_steps`` steps.
+      Targets are not observed: they follow from landmarks (and, for the circle, the agents' positions),
+      which are.
+    - Termination: the paper gives none; Agarwal et al. also ended an episode once every agent was within
+      0.05 of its target, which we leave out so every episode has ``max_steps`` steps.
     - Info: ``target_distance``, each agent's distance to its matched target.
 
     The matching is recomputed when the first agent's reward is asked for (VMAS asks every agent's reward,
     in order, after each step) and after every reset.
     """
 
-    name: ClassVar[str]
-    n_landmarks: ClassVar[int]
+    landmarks: ClassVar[int]
     params_class: ClassVar[type[FormationParams]] = FormationParams
 
     params: FormationParams
 
-    def make_world(self, batch_dim: int, device: torch.device, **kwargs) -> World:
-        known = {field.name for field in dataclasses.fields(self.params_class)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise ConfigError(
-                f"data.env.init_args.scenario_kwargs: {self.name} has no argument(s) {unknown}. It takes: "
-                f"{', '.join(sorted(known - {'n_agents'}))} (n_agents is data.env.init_args.n_agents)."
-            )
-        self.params = self.params_class(**kwargs)
-        p = self.params
-        world = World(batch_dim=batch_dim, device=device)  # VMAS defaults = MPE physics
-        for i in range(p.n_agents):
-            world.add_agent(
-                Agent(
-                    name=f"agent_{i}",
-                    collide=True,
-                    shape=Sphere(radius=p.agent_radius),
-                    color=Color.BLUE,
-                    u_multiplier=p.u_multiplier,
-                )
-            )
-        for i in range(self.n_landmarks):
-            world.add_landmark(
-                Landmark(
-                    name=f"landmark_{i}",
-                    collide=False,
-                    movable=False,
-                    shape=Sphere(radius=p.landmark_radius),
-                    color=Color.BLACK,
-                )
-            )
-        self._agent_index = {agent.name: i for i, agent in enumerate(world.agents)}
-        self._assignment = torch.zeros(batch_dim, p.n_agents, dtype=torch.long, device=device)  # [B, N]
-        self._matched_distance = torch.zeros(batch_dim, p.n_agents, device=device)  # [B, N]
-        self._team_reward = torch.zeros(batch_dim, device=device)  # [B]
-        self.viewer_zoom = 1.2 * p.arena_size
-        return world
+    def n_landmarks(self) -> int:
+        return self.landmarks
 
-    @abc.abstractmethod
-    def place_landmarks(self, env_index: int | None) -> None:
-        """Put the landmarks of every env (``env_index=None``) or of one env at their random reset places."""
+    def setup_state(self, world: World) -> None:
+        n = self.params.n_agents
+        self._assignment = torch.zeros(world.batch_dim, n, dtype=torch.long, device=world.device)  # [B, N]
+        self._matched_distance = torch.zeros(world.batch_dim, n, device=world.device)  # [B, N]
+        self._team_reward = torch.zeros(world.batch_dim, device=world.device)  # [B]
+
+    def after_reset(self, env_index: int | None) -> None:
+        self.update_matching(env_index)
 
     @abc.abstractmethod
     def target_positions(self) -> Tensor:
@@ -204,21 +143,6 @@ class FormationScenario(BaseScenario, abc.ABC):
     @abc.abstractmethod
     def formation_geoms(self, env_index: int) -> list:
         """VMAS geometries of the formation's outline (segment or circle) in one env."""
-
-    def agent_positions(self) -> Tensor:
-        """Shapes: returns [B, N, 2]."""
-        return torch.stack([agent.state.pos for agent in self.world.agents], dim=1)
-
-    def _uniform(self, rows: int, low: float, high: float, cols: int = 2) -> Tensor:
-        return torch.empty(rows, cols, device=self.world.device).uniform_(low, high)
-
-    def reset_world_at(self, env_index: int | None = None) -> None:
-        rows = self.world.batch_dim if env_index is None else 1
-        a = self.params.arena_size
-        for agent in self.world.agents:
-            agent.set_pos(self._uniform(rows, -a, a), batch_index=env_index)
-        self.place_landmarks(env_index)
-        self.update_matching(env_index)
 
     def update_matching(self, env_index: int | None = None) -> None:
         """Match agents to targets and set the team reward, in every env or in one."""
@@ -247,20 +171,8 @@ class FormationScenario(BaseScenario, abc.ABC):
             self.update_matching()
         return self._team_reward
 
-    def observation(self, agent: Agent) -> Tensor:
-        pos = agent.state.pos  # [B, 2]
-        parts = [agent.state.vel, pos]
-        parts += [landmark.state.pos - pos for landmark in self.world.landmarks]
-        if self.params.observe_other_agents:
-            parts += [other.state.pos - pos for other in self.world.agents if other is not agent]
-        return torch.cat(parts, dim=-1)
-
     def info(self, agent: Agent) -> dict[str, Tensor]:
-        return {"target_distance": self._matched_distance[:, self._agent_index[agent.name]]}
-
-    def done(self) -> Tensor:
-        """Never: the paper gives no termination, so VMAS's ``max_steps`` alone ends an episode."""
-        return torch.zeros(self.world.batch_dim, dtype=torch.bool, device=self.world.device)
+        return {"target_distance": self._matched_distance[:, self.agent_index(agent)]}
 
     def extra_render(self, env_index: int = 0) -> list:
         """The formation outline, each target point (green ring) and each agent's matched target (line)."""

@@ -49,7 +49,7 @@ class CircleControl(FormationScenario):
     """
 
     name = "circle_control"
-    n_landmarks = 1
+    landmarks = 1
     params_class = CircleControlParams
 
     def place_landmarks(self, env_index: int | None) -> None:

@@ -58,7 +58,7 @@ class LineControl(FormationScenario):
     """
 
     name = "line_control"
-    n_landmarks = 2
+    landmarks = 2
     params_class = LineControlParams
 
     def place_landmarks(self, env_index: int | None) -> None:
