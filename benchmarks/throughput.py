@@ -12,7 +12,7 @@ per-iteration lines give the steady state (the median iteration after the first)
 advantages / update (the minibatch steps) / statistics / logging (the rest of the loop: reductions, logging,
 Lightning), peak RSS and RSS growth (RSS at the end against RSS at iteration 5). In this process, before the
 runs: the matmul rate of the machine (at 1024³ and at the update's own layer shape, with the fit's thread
-count), the FLOPs of one minibatch step (counted by linear layer) and the time VMAS alone takes to step
+count), the FLOPs of one minibatch step (counted by layer) and the time VMAS alone takes to step
 one iteration's frames with the same policy network. With ``--compare-benchmarl`` the anchor and our run
 alternate ``--runs`` times; the last line is ``ratio_vs_benchmarl=<x>`` (BenchMARL's median wall over ours).
 Run it on an idle machine: nothing else may compute meanwhile.
@@ -78,21 +78,40 @@ def in_process_figures(args: list[str]) -> dict[str, float]:
     data, model = cli.datamodule, cli.model
     spec, hp = data.env_spec, model.hparams
     out: dict[str, float] = {}
-    # Forward 2·rows·in·out per linear layer of the actor and the critic (rows: minibatch × agents, every
-    # agent's network sees its own rows), backward twice that. torch.utils.flop_counter cannot count
-    # through TensorDictModule (its module tracker tests a TensorDict for truth), hence the count by layer.
-    rows = hp.minibatch_size * spec.n_agents
-    layers = [m for net in (model.actor, model.critic) for m in net.modules()
-              if isinstance(m, torch.nn.Linear)]
-    out["step_gflop"] = 3 * sum(2 * rows * m.in_features * m.out_features for m in layers) / 1e9
+    if hasattr(model.critic, "n_inputs"):  # PERLA's joint-action critic runs K samples a row
+        print("step_gflop not counted for a joint-action (PERLA) critic")
+    else:
+        out["step_gflop"] = step_gflop(model, hp.minibatch_size)
     out["steps_per_iteration"] = hp.num_epochs * (data.frames_per_batch // hp.minibatch_size)
-    width = layers[1].in_features  # the actor's first hidden width
-    out["matmul_gflops_layer"] = matmul_gflops(rows, width, width)
+    width = hp.actor_cells[0]
+    out["matmul_gflops_layer"] = matmul_gflops(hp.minibatch_size * spec.n_agents, width, width)
     out["matmul_gflops_1024"] = matmul_gflops(1024, 1024, 1024)
     factory = data.env_factory
     if isinstance(factory, Vmas) and spec.continuous:
         out["vmas_alone_s"] = vmas_alone_s(factory, model, data.num_envs, data.steps_per_env)
     return out
+
+
+def step_gflop(model, minibatch: int) -> float:
+    """GFLOP of the actor's and the critic's forward and backward on one minibatch, counted by layer.
+
+    Every ``MultiAgentMLP`` runs its linear layers on ``minibatch × n_agents`` rows, or on ``minibatch``
+    rows when it is centralised with shared parameters (one output for all agents, expanded). A layer's
+    forward is 2·rows·in·out; its backward twice that (input and weight gradients), but once for a first
+    layer (its input needs no gradient). ``torch.utils.flop_counter`` cannot count through TorchRL's
+    ``MultiAgentMLP`` (its module tracker tests a TensorDict for truth), hence the count by layer.
+    """
+    from torchrl.modules import MultiAgentMLP
+
+    total = 0
+    for net in (model.actor, model.critic):
+        for mlp in (m for m in net.modules() if isinstance(m, MultiAgentMLP)):
+            rows = minibatch * (1 if mlp.centralized and mlp.share_params else mlp.n_agents)
+            layers = [m for m in mlp.modules() if isinstance(m, torch.nn.Linear)]
+            for index, layer in enumerate(layers):
+                forward = 2 * rows * layer.in_features * layer.out_features
+                total += forward * (2 if index == 0 else 3)
+    return total / 1e9
 
 
 def vmas_alone_s(factory, model, num_envs: int, steps: int) -> float:
@@ -119,11 +138,13 @@ def vmas_alone_s(factory, model, num_envs: int, steps: int) -> float:
     return statistics.median(times)
 
 
-def our_run(args: list[str], frames: int, seed: int) -> dict:
-    """One fit process; its wall seconds and its per-iteration lines."""
+def our_run(args: list[str], frames: int, seed: int, callbacks: list[dict] | None = None) -> dict:
+    """One fit process; its wall seconds and its per-iteration lines. ``callbacks``: further callbacks
+    (LightningCLI class_path dicts) the fit needs besides ``IterationTimes``."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "times.jsonl"
-        callbacks = json.dumps([{"class_path": "callbacks.IterationTimes", "init_args": {"path": str(path)}}])
+        timer = {"class_path": "callbacks.IterationTimes", "init_args": {"path": str(path)}}
+        callbacks = json.dumps([*(callbacks or []), timer])
         cmd = [sys.executable, "-m", "marl_lightning", "fit", *args, "--trainer.callbacks", callbacks,
                "--model.total_frames", str(frames), "--seed_everything", str(seed)]
         start = time.perf_counter()
@@ -168,12 +189,14 @@ def report(runs: list[dict], frames: int, figures: dict[str, float]) -> float:
     end = first[-1]["rss_mib"]
     print(f"memory peak_rss_mib={peak:.0f} rss_at_iteration_5={at5:.0f} rss_at_end={end:.0f} "
           f"growth={end / at5 - 1:+.1%} over {len(first)} iterations")
-    update_gflops = figures["step_gflop"] * figures["steps_per_iteration"] / max(split["optimise_s"], 1e-9)
     print(f"matmul_gflops 1024^3={figures['matmul_gflops_1024']:.0f} update_layer_shape="
           f"{figures['matmul_gflops_layer']:.0f} (torch threads {torch.get_num_threads()})")
-    share = update_gflops / figures["matmul_gflops_layer"]
-    print(f"update step_gflop={figures['step_gflop']:.3f} x {figures['steps_per_iteration']:.0f} steps: "
-          f"achieved {update_gflops:.0f} GFLOP/s = {share:.0%} of the matmul rate at the layer shape")
+    if "step_gflop" in figures:
+        update_flop = figures["step_gflop"] * figures["steps_per_iteration"]
+        update_gflops = update_flop / max(split["optimise_s"], 1e-9)
+        share = update_gflops / figures["matmul_gflops_layer"]
+        print(f"update step_gflop={figures['step_gflop']:.3f} x {figures['steps_per_iteration']:.0f} steps: "
+              f"achieved {update_gflops:.0f} GFLOP/s = {share:.0%} of the matmul rate at the layer shape")
     if "vmas_alone_s" in figures:
         print(f"collection collect_s={split['collect_s']:.3f} vmas_alone_s={figures['vmas_alone_s']:.3f} "
               f"ratio={split['collect_s'] / figures['vmas_alone_s']:.2f}x")

@@ -23,12 +23,11 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+if TYPE_CHECKING:  # MLflow is imported when a record is sent: a fit without a logger never loads it
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
 
 SPOOL_PREFIX = "mlflow-spool-"
 SPOOL_SUFFIX = ".jsonl"
@@ -45,6 +44,9 @@ def spool_path(folder: str | os.PathLike, run_id: str) -> Path:
 def is_outage(error: BaseException) -> bool:
     """Whether ``error`` means the server is away or overloaded (retry later), not that it refused the
     record (a 4xx other than 429: retrying would never help)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
     if isinstance(error, MlflowException):  # (MLflow wraps a refused connection as a 500)
         status = error.get_http_status_code()
         return status >= 500 or status == 429
@@ -66,6 +68,8 @@ def encode_batch(
 
 def send(client: MlflowClient, run_id: str, record: dict[str, Any]) -> None:
     """Deliver one spooled record (synchronously, with MLflow's own retries)."""
+    from mlflow.entities import Metric, Param, RunTag
+
     if "batch" in record:
         batch = record["batch"]
         metrics = [Metric(key, value, timestamp, step) for key, value, timestamp, step in batch["metrics"]]

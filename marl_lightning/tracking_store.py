@@ -8,12 +8,13 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-
 from marl_lightning.errors import ConfigError
+
+if TYPE_CHECKING:  # MLflow is imported where a store is opened: a fit without a logger never loads it (1.4 s)
+    from mlflow.tracking import MlflowClient
 
 # A probe of an http(s) store gives up after this many seconds and never retries (MLflow's defaults retry
 # for minutes before an unreachable server is reported). A refused connection is reported at once; the
@@ -59,6 +60,8 @@ def local_store_path(uri: str) -> Path | None:
 def _no_answer(client: MlflowClient, uri: str) -> str | None:
     """Why the store does not answer one query (an http(s) store is asked once, without retries), or None.
     A server that refuses the credentials is a ConfigError of its own (:func:`credentials_refused`)."""
+    from mlflow.exceptions import MlflowException
+
     probe = PROBE_ENVIRONMENT if is_server(uri) else {}
     try:
         with _environment(probe):
@@ -102,6 +105,8 @@ def open_store(uri: str, must_exist: bool = True) -> MlflowClient:
     With ``must_exist`` a local store that does not exist is an error (MLflow would create a new, empty
     one); an http(s) store is probed once without retries, so an unreachable server is reported in seconds.
     """
+    from mlflow.tracking import MlflowClient
+
     fix = "Pass the store the runs were logged to with --tracking-uri (or set MLFLOW_TRACKING_URI)."
     check_no_credentials_in(uri, "--tracking-uri")
     path = local_store_path(uri)
@@ -149,6 +154,8 @@ def check_store_for_logging(uri: str, field: str = "trainer.logger.init_args.tra
         return
     if not is_server(uri):
         return
+    from mlflow.tracking import MlflowClient
+
     reason = _no_answer(MlflowClient(tracking_uri=uri), uri)
     if reason is not None:
         raise ConfigError(

@@ -119,12 +119,46 @@ def test_variance_falls_with_k_as_theorem_1_predicts():
             assert float(q_hat.var()) == pytest.approx(predicted, rel=0.15), k
 
 
+@pytest.mark.parametrize("share", [False, True], ids=["per-agent", "shared"])
+def test_the_context_part_computed_once_equals_one_layer_over_context_and_actions(share):
+    """The split first layer is one linear layer over [c; x]: Q of K samples at once (context computed
+    once, broadcast) equals Q of each sample with the context repeated, and equals the plain MLP built from
+    the concatenated weights; its initial weights follow nn.Linear's law for the whole input."""
+    torch.manual_seed(0)
+    spec = make_spec(n_agents=N_AGENTS, observation_dim=4, continuous=True)
+    critic = JointActionQCritic(spec, [16, 8], share_params=share, centralised=True)
+    context = torch.randn(5, N_AGENTS, N_AGENTS * 4)  # [B, A, C]
+    own = torch.randn(5, N_AGENTS, spec.action_dim)  # [B, A, e]
+    samples = torch.randn(7, 5, N_AGENTS, spec.action_dim)  # [K, B, A, e]
+    at_once = critic(context, own.unsqueeze(0), samples)  # [K, B, A, 1]
+    one_by_one = torch.stack([critic(context, own, samples[k]) for k in range(7)])
+    torch.testing.assert_close(at_once, one_by_one, rtol=1e-5, atol=1e-6)
+    # the same function as one Linear over the concatenated input, per agent
+    weights = {name: p for name, p in critic.named_parameters()}
+    w_c = next(p for name, p in weights.items() if name.startswith("context_layer") and p.dim() >= 2)
+    b_c = next(p for name, p in weights.items() if name.startswith("context_layer") and p.dim() < w_c.dim())
+    w_x = next(p for name, p in weights.items() if name.startswith("action_layer"))
+    joint = critic.arrange(own, own)  # [B, A, A·e]
+    if share:
+        joint = torch.cat([joint, torch.eye(N_AGENTS).expand(5, -1, -1)], -1)
+        w = torch.cat([w_c, w_x], -1)  # [H, C + X]
+        first = torch.cat([context, joint], -1) @ w.T + b_c
+    else:
+        w = torch.cat([w_c, w_x], -1)  # [A, H, C + X]
+        first = torch.einsum("bai,ahi->bah", torch.cat([context, joint], -1), w) + b_c
+    expected = critic.rest(torch.tanh(first))  # [B, A, 1]
+    torch.testing.assert_close(critic(context, own, own), expected, rtol=1e-5, atol=1e-6)
+    bound = 1.0 / critic.n_inputs**0.5
+    first_layer = torch.cat([w_c.flatten(), w_x.flatten(), b_c.flatten()])
+    assert first_layer.abs().max() <= bound and first_layer.abs().max() > 0.9 * bound
+
+
 @pytest.mark.parametrize("algorithm", [PERLAMAPPO, PERLAIPPO])
 def test_k_is_a_hyperparameter_and_the_critic_sees_the_joint_action(algorithm):
     spec = make_spec(n_agents=3, observation_dim=5, continuous=False)
     module = algorithm(env_spec=spec, n_samples=4, critic_cells=[8])
     assert module.loss_module.n_samples == 4
-    inputs = module.critic.mlp.n_agent_inputs
+    inputs = module.critic.n_inputs
     context = 3 * 5 if algorithm is PERLAMAPPO else 5
     shared = module.hparams.share_critic_params
     assert inputs == context + 3 * spec.action_dim + (3 if shared else 0)  # + the agent's one-hot index

@@ -16,10 +16,11 @@ def agent_mlp(
     share_params: bool,
     activation: type[nn.Module],
     centralised: bool = False,
+    bias: bool = True,
 ) -> MultiAgentMLP:
     """An MLP per agent (or one shared by all), all agents in one batched call (TorchRL ``MultiAgentMLP``).
 
-    ``centralised``: every agent's network sees all agents' inputs.
+    ``centralised``: every agent's network sees all agents' inputs. ``bias``: whether the last layer has one.
 
     Shapes: [*, A, n_inputs] -> [*, A, n_outputs].
     """
@@ -32,4 +33,5 @@ def agent_mlp(
         depth=len(cells),
         num_cells=list(cells),
         activation_class=activation,
+        bias_last_layer=bias,
     )

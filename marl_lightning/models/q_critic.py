@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -21,6 +22,12 @@ class JointActionQCritic(nn.Module):
     lists its own action first, then the others' in agent order; a network shared by all agents
     (``share_params``) also gets the one-hot index of agent i, so that it knows whose action comes first.
     Actions enter encoded: one-hot for discrete actions, as they are for continuous ones.
+
+    The first layer is split: W [c; x] + b = (W_c c + b) + W_x x, with x the joint action (and index).
+    PERLA asks Q for K joint actions at the same context, so the context part, most of the first layer's
+    inputs, is computed once per state and added to each sample's action part, not computed K times. Both
+    parts start from the distribution of one ``nn.Linear`` over the whole input (uniform in
+    ±1/sqrt(fan-in of [c; x])), so the network is the same function class and initial law as one MLP.
 
     Shapes:
         context: [*, A, C]; own, others: [*, A, e] (encoded actions, slot j = agent j) -> [*, A, 1].
@@ -46,8 +53,20 @@ class JointActionQCritic(nn.Module):
         # A network shared by all agents is told whose Q it computes: without the index, an own-action-first
         # input does not say whose action comes first (nor which part of a global context is that agent's).
         self.identify = share_params
-        n_inputs = context_dim + n * spec.action_dim + (n if share_params else 0)
-        self.mlp = agent_mlp(n_inputs, 1, n, cells, share_params, activation)
+        action_inputs = n * spec.action_dim + (n if share_params else 0)
+        self.n_inputs = context_dim + action_inputs
+        first, rest = (cells[0], list(cells[1:])) if cells else (1, None)
+        self.context_layer = agent_mlp(context_dim, first, n, [], share_params, activation)
+        self.action_layer = agent_mlp(action_inputs, first, n, [], share_params, activation, bias=False)
+        bound = 1.0 / math.sqrt(self.n_inputs)
+        with torch.no_grad():
+            for parameter in (*self.context_layer.parameters(), *self.action_layer.parameters()):
+                parameter.uniform_(-bound, bound)
+        self.activation: nn.Module = nn.Identity()
+        self.rest: nn.Module = nn.Identity()  # no hidden layer: the first layer is the output
+        if rest is not None:
+            self.activation = activation()
+            self.rest = agent_mlp(first, 1, n, rest, share_params, activation)
         order = [[i] + [j for j in range(n) if j != i] for i in range(n)]
         self.register_buffer("slot_order", torch.tensor(order), persistent=False)  # [A, A]
         self.register_buffer("own_slot", torch.eye(n, dtype=torch.bool), persistent=False)  # [A, A]
@@ -80,11 +99,15 @@ class JointActionQCritic(nn.Module):
         return torch.gather(full, -2, index).flatten(-2)
 
     def forward(self, context: torch.Tensor, own: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
-        """Q_i(c_i, own_i, others_−i). Shapes: context [*, A, C], own/others [*, A, e] -> [*, A, 1]."""
+        """Q_i(c_i, own_i, others_−i).
+
+        Shapes: context [*, A, C]; own/others [*, A, e] or with leading sample dims [K, *, A, e], over
+        which the context broadcasts (its part of the first layer is computed once) -> [K, *, A, 1].
+        """
         own, others = torch.broadcast_tensors(own, others)
-        joint = self.arrange(own, others)  # [*, A, A·e]
-        context = context.expand(*joint.shape[:-1], context.shape[-1])
-        inputs = [context, joint]
-        if self.identify:
-            inputs.append(self.own_slot.to(joint.dtype).expand(*joint.shape[:-1], self.n_agents))  # one-hot i
-        return self.mlp(torch.cat(inputs, -1))
+        joint = self.arrange(own, others)  # [K, *, A, A·e]
+        if self.identify:  # one-hot i
+            index = self.own_slot.to(joint.dtype).expand(*joint.shape[:-1], self.n_agents)
+            joint = torch.cat([joint, index], -1)
+        hidden = self.context_layer(context) + self.action_layer(joint)  # [*, A, H] + [K, *, A, H]
+        return self.rest(self.activation(hidden))
