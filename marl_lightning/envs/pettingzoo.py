@@ -72,20 +72,24 @@ class AttributeForwardingPettingZooWrapper(PettingZooWrapper):
     The wrapper reads ``self.agents`` (and, for AEC envs, ``self.agent_selection``) in every step. Neither is
     an attribute of TorchRL's env, so each read goes through ``EnvBase.__getattr__``, which calls
     ``dir(self)`` before it forwards to the PettingZoo env: on mpe2 simple spread that was about 15 % of a
-    step of the batched env (``docs/performance.md``). These two properties forward at once. This adapter is
-    the one place that reads TorchRL's private ``_env`` (the wrapped PettingZoo env); it is pinned by
-    ``tests/test_pettingzoo_env.py``.
+    step of the batched env (``docs/performance.md``). These two properties forward at once, to the env this
+    wrapper was given (TorchRL wraps it as is); ``tests/test_pettingzoo.py`` pins that the rollouts are
+    TorchRL's own, bit for bit.
     """
+
+    def __init__(self, env: Any, **kwargs: Any) -> None:
+        self.pettingzoo_env = env  # before TorchRL's __init__, which already reads ``agents``
+        super().__init__(env, **kwargs)
 
     @property
     def agents(self) -> list[str]:
         """The PettingZoo env's live agents."""
-        return self._env.agents
+        return self.pettingzoo_env.agents
 
     @property
     def agent_selection(self) -> str:
         """The AEC env's acting agent."""
-        return self._env.agent_selection
+        return self.pettingzoo_env.agent_selection
 
 
 class PettingZoo(EnvFactory):
