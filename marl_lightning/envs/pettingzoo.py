@@ -71,7 +71,7 @@ class AttributeForwardingPettingZooWrapper(PettingZooWrapper):
 
     The wrapper reads ``self.agents`` (and, for AEC envs, ``self.agent_selection``) in every step. Neither is
     an attribute of TorchRL's env, so each read goes through ``EnvBase.__getattr__``, which calls
-    ``dir(self)`` before it forwards to the PettingZoo env: on mpe2 simple spread that was about 15 % of a
+    ``dir(self)`` before it forwards to the PettingZoo env: on mpe2 simple spread that is about 8 % of a
     step of the batched env (``docs/performance.md``). These two properties forward at once, to the env this
     wrapper was given (TorchRL wraps it as is); ``tests/test_pettingzoo.py`` pins that the rollouts are
     TorchRL's own, bit for bit.
