@@ -12,14 +12,13 @@ the same task. Run it on an idle machine: the fits run one after another.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import ROOT, fit_args, our_run  # noqa: E402
+from throughput import ROOT, fit_args, our_run, steady_state  # noqa: E402
 
 from callbacks.iteration_times import PARTS  # noqa: E402
 
@@ -56,9 +55,7 @@ def main() -> None:
         for algorithm in options.only:
             args = fit_args(f"conf/{algorithm}.yaml", [*ARGUMENTS.get(algorithm, []), *task_args])
             run = our_run(args, per_iteration * options.iterations, seed=1, callbacks=NEEDS.get(algorithm))
-            steady = run["iterations"][1:] or run["iterations"]
-            iteration_s = statistics.median(line["wall_s"] for line in steady)
-            split = {name: statistics.median(line.get(name, 0.0) for line in steady) for name in PARTS}
+            _, iteration_s, split = steady_state([run])
             baseline = iteration_s if algorithm == "mappo" else baseline
             relative = f"{iteration_s / baseline:.2f}" if baseline else "—"
             parts = " | ".join(f"{split[name]:.3f}" for name in PARTS)

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import ROOT, fit_args, our_run  # noqa: E402
+from throughput import ROOT, fit_args, our_run, steady_state  # noqa: E402
 
 from callbacks.iteration_times import PARTS  # noqa: E402
 
@@ -44,9 +43,8 @@ def scenario_kwargs() -> dict:
 def point(extra: list[str], frames_per_iteration: int, iterations: int) -> dict[str, float]:
     """One fit; its steady iteration seconds, frames/s and split."""
     run = our_run(fit_args("conf/mappo.yaml", extra), frames_per_iteration * iterations, seed=1)
-    steady = run["iterations"][1:] or run["iterations"]
-    out = {name: statistics.median(line.get(name, 0.0) for line in steady) for name in PARTS}
-    out["iteration_s"] = statistics.median(line["wall_s"] for line in steady)
+    _, iteration_s, out = steady_state([run])
+    out["iteration_s"] = iteration_s
     out["frames_per_s"] = frames_per_iteration / out["iteration_s"]
     out["peak_rss_mib"] = max(line["peak_rss_mib"] for line in run["iterations"])
     return out

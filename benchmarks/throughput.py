@@ -69,6 +69,7 @@ def in_process_figures(args: list[str]) -> dict[str, float]:
     stepping one iteration's frames with the same policy network (continuous VMAS tasks only)."""
     from marl_lightning.cli import MarlCLI
     from marl_lightning.envs.vmas import Vmas
+    from marl_lightning.models import JointActionQCritic
 
     argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when given args besides a command line
     try:
@@ -78,7 +79,7 @@ def in_process_figures(args: list[str]) -> dict[str, float]:
     data, model = cli.datamodule, cli.model
     spec, hp = data.env_spec, model.hparams
     out: dict[str, float] = {}
-    if hasattr(model.critic, "n_inputs"):  # PERLA's joint-action critic runs K samples a row
+    if isinstance(model.critic, JointActionQCritic):  # K samples a row: not a count by rows
         print("step_gflop not counted for a joint-action (PERLA) critic")
     else:
         out["step_gflop"] = step_gflop(model, hp.minibatch_size)
@@ -165,18 +166,25 @@ def benchmarl_run(frames: int) -> float:
     return float(found.group(1))
 
 
+def steady_state(runs: list[dict]) -> tuple[list[dict], float, dict[str, float]]:
+    """The iterations after each run's first (all of them if there is one), their median wall seconds and
+    the median of each of the module's parts (``callbacks.iteration_times.PARTS``)."""
+    steady = [line for run in runs for line in run["iterations"][1:]] or runs[0]["iterations"]
+    iteration_s = statistics.median(line["wall_s"] for line in steady)
+    split = {name: statistics.median(line.get(name, 0.0) for line in steady) for name in PARTS}
+    return steady, iteration_s, split
+
+
 def report(runs: list[dict], frames: int, figures: dict[str, float]) -> float:
     """Print our figures; return the median end-to-end wall seconds."""
     walls = [run["wall_s"] for run in runs]
     wall = statistics.median(walls)
-    steady = [line for run in runs for line in run["iterations"][1:]] or runs[0]["iterations"]
+    steady, iteration_s, split = steady_state(runs)
     per_iteration = frames / len(runs[0]["iterations"])
-    iteration_s = statistics.median(line["wall_s"] for line in steady)
     print(f"end_to_end wall_s={wall:.2f} frames={frames} frames_per_s={frames / wall:.0f} "
           f"(runs: {', '.join(f'{w:.2f}' for w in walls)})")
     print(f"steady_state iteration_s={iteration_s:.3f} frames_per_s={per_iteration / iteration_s:.0f} "
           f"({per_iteration:.0f} frames an iteration, median of {len(steady)} iterations after the first)")
-    split = {name: statistics.median(line.get(name, 0.0) for line in steady) for name in PARTS}
     split["logging_s"] = statistics.median(
         line["wall_s"] - sum(line.get(name, 0.0) for name in PARTS) for line in steady
     )

@@ -115,13 +115,9 @@ class FormationScenario(MpeScenario, abc.ABC):
     in order, after each step) and after every reset.
     """
 
-    landmarks: ClassVar[int]
     params_class: ClassVar[type[FormationParams]] = FormationParams
 
     params: FormationParams
-
-    def n_landmarks(self) -> int:
-        return self.landmarks
 
     def setup_state(self, world: World) -> None:
         n = self.params.n_agents

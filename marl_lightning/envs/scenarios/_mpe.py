@@ -78,13 +78,14 @@ class MpeScenario(BaseScenario, abc.ABC):
     """N MPE agents and some landmarks; subclasses place the landmarks and define the reward."""
 
     name: ClassVar[str]
+    landmarks: ClassVar[int]
     params_class: ClassVar[type[MpeParams]] = MpeParams
 
     params: MpeParams
 
-    @abc.abstractmethod
     def n_landmarks(self) -> int:
-        """How many landmarks the task has (``self.params`` is set)."""
+        """How many landmarks the task has: ``landmarks``, or what a subclass derives from ``self.params``."""
+        return self.landmarks
 
     @abc.abstractmethod
     def place_landmarks(self, env_index: int | None) -> None:
