@@ -3,7 +3,7 @@ what this machine's matrix units allow; optionally against BenchMARL's anchor ru
 
 Usage:
     python benchmarks/throughput.py [--config conf/mappo.yaml] [--frames 60000] [--runs 1]
-        [--compare-benchmarl] [-- <further fit arguments, e.g. --data.num_envs 600>]
+        [--compare-benchmarl] [--scale anchor|fine_tuned] [-- <further fit arguments>]
 
 Each run is a fresh ``python -m marl_lightning fit`` process at the anchor settings of
 ``benchmarks/speed_mappo.py`` (then the further arguments), timed from launch to exit like
@@ -15,6 +15,7 @@ runs: the matmul rate of the machine (at 1024³ and at the update's own layer sh
 count), the FLOPs of one minibatch step (counted by layer) and the time VMAS alone takes to step
 one iteration's frames with the same policy network. With ``--compare-benchmarl`` the anchor and our run
 alternate ``--runs`` times; the last line is ``ratio_vs_benchmarl=<x>`` (BenchMARL's median wall over ours).
+``--scale fine_tuned`` runs both at BenchMARL's tuned VMAS scale instead (``FINE_TUNED`` says what matches).
 Run it on an idle machine: nothing else may compute meanwhile.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -157,13 +159,48 @@ def our_run(args: list[str], frames: int, seed: int, callbacks: list[dict] | Non
     return {"wall_s": wall, "iterations": lines}
 
 
-def benchmarl_run(frames: int) -> float:
-    """One anchor run of BenchMARL; its wall seconds."""
-    out = subprocess.run(["bash", str(ANCHOR), str(frames), "1"], capture_output=True, text=True, cwd=ROOT)
-    found = re.search(r"median wall_s=([0-9.]+)", out.stdout)
-    if out.returncode or not found:
-        sys.exit(f"BenchMARL's anchor run failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
-    return float(found.group(1))
+# BenchMARL's tuned VMAS scale (its fine_tuned/vmas/conf/config.yaml): 600 envs, 60,000 frames an iteration,
+# 45 passes of 14 minibatches of 4,096 (BenchMARL draws floor(60000 / 4096) minibatches a pass), γ = 0.9.
+# Our minibatches must tile the batch, so ours are 43 passes of 15 minibatches of 4,000: 2,580,000 frames
+# through the update an iteration against BenchMARL's 2,580,480 (0.02 % fewer), in 645 steps against 630.
+FINE_TUNED = {
+    "ours": ["--data.num_envs", "600", "--data.frames_per_batch", "60000", "--model.num_epochs", "43",
+             "--model.minibatch_size", "4000", "--model.gamma", "0.9"],
+    "benchmarl": ["experiment.on_policy_n_envs_per_worker=600",
+                  "experiment.on_policy_collected_frames_per_batch=60000",
+                  "experiment.on_policy_n_minibatch_iters=45", "experiment.on_policy_minibatch_size=4096",
+                  "experiment.gamma=0.9"],
+}
+
+
+def benchmarl_run(frames: int, seed: int, scale: str) -> float:
+    """One BenchMARL run; its wall seconds. ``anchor``: the anchor script itself. ``fine_tuned``: the
+    anchor's BenchMARL (its venv, its fixed settings: MAPPO on navigation, 3 agents, CPU, no evaluation,
+    logging or checkpoints) at ``FINE_TUNED``'s scale, timed from launch to exit the same way."""
+    if scale == "anchor":
+        cmd = ["bash", str(ANCHOR), str(frames), "1"]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        found = re.search(r"median wall_s=([0-9.]+)", out.stdout)
+        if out.returncode or not found:
+            sys.exit(f"BenchMARL's anchor run failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+        return float(found.group(1))
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    venv = Path(os.environ.get("BENCHMARL_VENV", cache / "marl-lightning-bench" / "benchmarl-venv"))
+    if not (venv / "bin" / "python").exists():
+        sys.exit(f"no BenchMARL venv at {venv}: run `bash {ANCHOR} 6000 1` once to install it")
+    with tempfile.TemporaryDirectory() as folder:
+        cmd = [str(venv / "bin" / "python"), "-m", "benchmarl.run", "algorithm=mappo", "task=vmas/navigation",
+               "task.n_agents=3", f"seed={seed}", "experiment.sampling_device=cpu",
+               "experiment.train_device=cpu", *FINE_TUNED["benchmarl"], f"experiment.max_n_frames={frames}",
+               "experiment.evaluation=false", "experiment.render=false", "experiment.loggers=[]",
+               "experiment.create_json=false", "experiment.checkpoint_interval=0",
+               "experiment.checkpoint_at_end=false", f"hydra.run.dir={folder}/run"]
+        start = time.perf_counter()
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=folder)
+        wall = time.perf_counter() - start
+    if out.returncode:
+        sys.exit(f"BenchMARL's run failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
+    return wall
 
 
 def steady_state(runs: list[dict]) -> tuple[list[dict], float, dict[str, float]]:
@@ -223,16 +260,19 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60_000)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--compare-benchmarl", action="store_true")
+    parser.add_argument("--scale", choices=("anchor", "fine_tuned"), default="anchor",
+                        help="fine_tuned: BenchMARL's tuned VMAS scale (FINE_TUNED), for both")
     options = parser.parse_args(own)
-    args = fit_args(options.config, extra)
+    scale_args = FINE_TUNED["ours"] if options.scale == "fine_tuned" else []
+    args = fit_args(options.config, [*scale_args, *extra])
     print(f"settings: {' '.join(args)} --model.total_frames {options.frames}", flush=True)
     figures = in_process_figures(args)
     if options.compare_benchmarl and extra:
-        print("note: BenchMARL's anchor runs at its own settings; the further arguments apply to ours only")
+        print(f"note: BenchMARL runs at the {options.scale} settings; further arguments apply to ours only")
     runs, theirs = [], []
     for seed in range(1, options.runs + 1):
         if options.compare_benchmarl:
-            theirs.append(benchmarl_run(options.frames))
+            theirs.append(benchmarl_run(options.frames, seed, options.scale))
             print(f"round {seed}: benchmarl wall_s={theirs[-1]:.2f}", flush=True)
         runs.append(our_run(args, options.frames, seed))
         print(f"round {seed}: marl_lightning wall_s={runs[-1]['wall_s']:.2f}", flush=True)

@@ -35,6 +35,7 @@ from marl_lightning.distributed import all_reduce_gradients, world_size
 from marl_lightning.envs.base import EnvSpec
 from marl_lightning.health import NonFiniteGuard, OnNonFinite, nonfinite_data, skip_counts
 from marl_lightning.models import build_actor, build_critic
+from marl_lightning.models.activations import Tanh
 from marl_lightning.objectives import (
     PARAM_KEYS,
     LossCriticType,
@@ -51,7 +52,7 @@ from marl_lightning.objectives import (
 )
 
 Activation = Literal["tanh", "relu"]
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": Tanh, "relu": nn.ReLU}  # Tanh: models.activations
 _TRAIN_KEYS = (keys.OBSERVATION, keys.ACTION, keys.ACTION_LOG_PROB, keys.ADVANTAGE, keys.VALUE_TARGET)
 
 

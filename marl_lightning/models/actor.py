@@ -11,6 +11,7 @@ from torchrl.modules import ProbabilisticActor, TanhNormal
 
 from marl_lightning import keys
 from marl_lightning.envs.base import EnvSpec
+from marl_lightning.models.activations import Tanh
 from marl_lightning.models.mlp import agent_mlp
 
 
@@ -18,7 +19,7 @@ def build_actor(
     spec: EnvSpec,
     cells: Sequence[int],
     share_params: bool,
-    activation: type[nn.Module] = nn.Tanh,
+    activation: type[nn.Module] = Tanh,
 ) -> ProbabilisticActor:
     """A decentralised policy π_i(a_i | o_i) for every agent, one batched network call for all agents.
 

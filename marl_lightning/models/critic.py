@@ -11,6 +11,7 @@ from torchrl.modules import MultiAgentMLP
 
 from marl_lightning import keys
 from marl_lightning.envs.base import EnvSpec
+from marl_lightning.models.activations import Tanh
 from marl_lightning.models.mlp import agent_mlp
 
 
@@ -32,7 +33,7 @@ def build_critic(
     cells: Sequence[int],
     share_params: bool,
     centralised: bool,
-    activation: type[nn.Module] = nn.Tanh,
+    activation: type[nn.Module] = Tanh,
 ) -> TensorDictModule:
     """V_i for every agent, written to ``("agents", "state_value")``.
 

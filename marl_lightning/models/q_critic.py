@@ -11,6 +11,7 @@ from torch import nn
 
 from marl_lightning import keys
 from marl_lightning.envs.base import EnvSpec
+from marl_lightning.models.activations import Tanh
 from marl_lightning.models.mlp import agent_mlp
 
 
@@ -39,7 +40,7 @@ class JointActionQCritic(nn.Module):
         cells: Sequence[int],
         share_params: bool,
         centralised: bool,
-        activation: type[nn.Module] = nn.Tanh,
+        activation: type[nn.Module] = Tanh,
     ) -> None:
         super().__init__()
         n = spec.n_agents

@@ -1,0 +1,65 @@
+"""tanh through the sigmoid kernel (``models.activations``) is tanh: values, gradients, vmap, the models."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from marl_lightning.algorithms import MAPPO
+from marl_lightning.envs.base import EnvSpec
+from marl_lightning.models.activations import Tanh, tanh
+from marl_lightning.models.mlp import agent_mlp
+
+SPEC = EnvSpec(n_agents=3, observation_dim=5, action_dim=2, continuous=True)
+
+
+def _inputs() -> torch.Tensor:
+    x = torch.linspace(-30.0, 30.0, 20001)  # saturated ends, and the cancellation region near 0
+    return torch.cat([x, torch.randn(5000) * 2.0, torch.tensor([0.0, -0.0, 1e-8, -1e-8])])
+
+
+def test_values_match_torch_tanh_to_rounding() -> None:
+    x = _inputs()
+    y = tanh(x)
+    assert (y - torch.tanh(x)).abs().max() < 3e-7
+    assert y.abs().max() <= 1.0
+    assert tanh(torch.tensor([30.0, -30.0])).tolist() == [1.0, -1.0]
+
+
+def test_gradient_is_tanh_backward_of_its_output() -> None:
+    x = _inputs().requires_grad_(True)
+    grad = torch.randn_like(x)
+    y = tanh(x)
+    y.backward(grad)
+    assert torch.allclose(x.grad, grad * (1 - y.detach() ** 2), rtol=1e-6, atol=1e-7)
+    reference = x.detach().clone().requires_grad_(True)
+    torch.tanh(reference).backward(grad)
+    assert (x.grad - reference.grad).abs().max() < 3e-6
+
+
+def test_no_grad_path_computes_the_same_values() -> None:
+    x = torch.randn(64, 32, requires_grad=True)
+    with_grad = tanh(x)
+    with torch.no_grad():
+        without = tanh(x)
+    assert torch.equal(with_grad.detach(), without)
+
+
+def test_per_agent_networks_under_vmap_match_torch_tanh() -> None:
+    torch.manual_seed(0)
+    ours = agent_mlp(5, 2, 3, [16, 16], share_params=False, activation=Tanh)
+    torch.manual_seed(0)
+    reference = agent_mlp(5, 2, 3, [16, 16], share_params=False, activation=nn.Tanh)
+    x = torch.randn(7, 3, 5)
+    out, out_ref = ours(x), reference(x)
+    assert (out - out_ref).abs().max() < 1e-6
+    out.sum().backward()
+    out_ref.sum().backward()
+    for p, q in zip(ours.parameters(), reference.parameters(), strict=True):
+        assert (p.grad - q.grad).abs().max() < 1e-5
+
+
+def test_models_use_it_for_tanh() -> None:
+    module = MAPPO(env_spec=SPEC, actor_cells=[8], critic_cells=[8])
+    activations = [m for m in (*module.actor.modules(), *module.critic.modules()) if isinstance(m, nn.Tanh)]
+    assert activations and all(type(m) is Tanh for m in activations)
