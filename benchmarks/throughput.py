@@ -50,20 +50,31 @@ def fit_args(config: str, extra: list[str]) -> list[str]:
     return [*args, *extra]
 
 
-def matmul_gflops(m: int, k: int, n: int, trials: int = 3, seconds: float = 0.5) -> float:
-    """This machine's float32 GFLOP/s on [m, k] @ [k, n]: the best of ``trials`` of about ``seconds`` each
-    (the best, as the capacity the update is compared with; a busy moment only lowers one trial)."""
-    a, b = torch.randn(m, k), torch.randn(k, n)
+def matmul_gflops(
+    m: int, k: int, n: int, trials: int = 3, seconds: float = 0.5, device: str = "cpu"
+) -> float:
+    """This machine's float32 GFLOP/s on [m, k] @ [k, n] (on ``device``, with its default matmul precision):
+    the best of ``trials`` of about ``seconds`` each (the best, as the capacity the update is compared with;
+    a busy moment only lowers one trial)."""
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
     for _ in range(3):
         a @ b
     rates = []
     for _ in range(trials):
+        synchronize(device)
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             a @ b
             count += 1
+        synchronize(device)  # (a GPU runs behind the queue)
         rates.append(2 * m * k * n * count / (time.perf_counter() - start) / 1e9)
     return max(rates)
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for a GPU's queued work (nothing on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def in_process_figures(args: list[str]) -> dict[str, float]:
@@ -86,12 +97,13 @@ def in_process_figures(args: list[str]) -> dict[str, float]:
     else:
         out["step_gflop"] = step_gflop(model, hp.minibatch_size)
     out["steps_per_iteration"] = hp.num_epochs * (data.frames_per_batch // hp.minibatch_size)
+    device = str(cli.trainer.strategy.root_device)  # the fit's: cuda:0 with --trainer.accelerator gpu
     width = hp.actor_cells[0]
-    out["matmul_gflops_layer"] = matmul_gflops(hp.minibatch_size * spec.n_agents, width, width)
-    out["matmul_gflops_1024"] = matmul_gflops(1024, 1024, 1024)
+    out["matmul_gflops_layer"] = matmul_gflops(hp.minibatch_size * spec.n_agents, width, width, device=device)
+    out["matmul_gflops_1024"] = matmul_gflops(1024, 1024, 1024, device=device)
     factory = data.env_factory
     if isinstance(factory, Vmas) and spec.continuous:
-        out["vmas_alone_s"] = vmas_alone_s(factory, model, data.num_envs, data.steps_per_env)
+        out["vmas_alone_s"] = vmas_alone_s(factory, model, data.num_envs, data.steps_per_env, device)
     return out
 
 
@@ -117,28 +129,32 @@ def step_gflop(model, minibatch: int) -> float:
     return total / 1e9
 
 
-def vmas_alone_s(factory, model, num_envs: int, steps: int) -> float:
-    """Seconds VMAS itself needs for ``steps`` steps of ``num_envs`` envs, actions from the policy network
-    (its MLP and a tanh-Gaussian sample, no TorchRL env or collector around it); median of 3."""
+def vmas_alone_s(factory, model, num_envs: int, steps: int, device: str = "cpu") -> float:
+    """Seconds VMAS itself needs for ``steps`` steps of ``num_envs`` envs on ``device``, actions from the
+    policy network (its MLP and a tanh-Gaussian sample, no TorchRL env or collector around it); median of 3
+    after one untimed pass (a GPU's first kernels compile and allocate)."""
     import vmas
 
     from marl_lightning.envs.scenarios import SCENARIOS
 
     scenario = SCENARIOS[factory.scenario]() if factory.scenario in SCENARIOS else factory.scenario
-    env = vmas.make_env(scenario, num_envs=num_envs, device="cpu", continuous_actions=True, seed=0,
+    env = vmas.make_env(scenario, num_envs=num_envs, device=device, continuous_actions=True, seed=0,
                         max_steps=factory.max_steps, n_agents=factory.n_agents, **factory.scenario_kwargs)
-    network = model.actor[0].module  # the MLP and its (loc, scale) head
+    network = model.actor[0].module.to(device)  # the MLP and its (loc, scale) head
     times = []
     with torch.no_grad():
-        for _ in range(3):
+        for _ in range(4):
             observations = env.reset()
+            synchronize(device)
             start = time.perf_counter()
             for _ in range(steps):
                 loc, scale = network(torch.stack(observations, 1))  # [B, A, action_dim] each
                 action = torch.tanh(loc + scale * torch.randn_like(loc))
                 observations, _, _, _ = env.step(list(action.unbind(1)))
+            synchronize(device)
             times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    network.to("cpu")
+    return statistics.median(times[1:])
 
 
 def our_run(args: list[str], frames: int, seed: int, callbacks: list[dict] | None = None) -> dict:
@@ -234,6 +250,9 @@ def report(runs: list[dict], frames: int, figures: dict[str, float]) -> float:
     end = first[-1]["rss_mib"]
     print(f"memory peak_rss_mib={peak:.0f} rss_at_iteration_5={at5:.0f} rss_at_end={end:.0f} "
           f"growth={end / at5 - 1:+.1%} over {len(first)} iterations")
+    if "gpu_peak_mib" in first[-1]:
+        gpu_peak = max(line["gpu_peak_mib"] for run in runs for line in run["iterations"])
+        print(f"gpu_memory peak_allocated_mib={gpu_peak:.0f}")
     print(f"matmul_gflops 1024^3={figures['matmul_gflops_1024']:.0f} update_layer_shape="
           f"{figures['matmul_gflops_layer']:.0f} (torch threads {torch.get_num_threads()})")
     if "step_gflop" in figures:

@@ -16,6 +16,7 @@ from typing_extensions import override
 
 from marl_lightning.errors import ConfigError, Interrupted, TrainingError
 from marl_lightning.loggers import MLFLOW_RUN_KEY
+from marl_lightning.slurm import requeue
 from marl_lightning.stop_signals import StopSignals
 
 LAST = "last.ckpt"
@@ -40,8 +41,10 @@ class IterationCheckpoint(Checkpoint):
     the iteration in flight is finished (and logged), a checkpoint written whatever
     ``every_n_iterations`` says, and the fit ends before the next iteration with
     :class:`~marl_lightning.errors.Interrupted` (the MLflow run KILLED, exit status 128 + the signal's
-    number). A second signal stops at once. ``kill -9`` loses at most the iterations since the last
-    checkpoint (``every_n_iterations``; at the default, the iteration in flight).
+    number). A second signal stops at once. Under SLURM, its requeue signal (SIGUSR1, ``#SBATCH
+    --signal=USR1@90``) also requeues the job once the checkpoint is written (``marl_lightning.slurm``).
+    ``kill -9`` loses at most the iterations since the last checkpoint (``every_n_iterations``; at the
+    default, the iteration in flight).
 
     With ``log_to_mlflow`` (the default) the checkpoint written at the end of the fit is also logged to the
     MLflow run as the artifact ``checkpoints/last.ckpt``, so ``test --ckpt_path runs:/<run_id>/checkpoints/
@@ -83,11 +86,13 @@ class IterationCheckpoint(Checkpoint):
             self.save(trainer)
         if stop and not trainer.should_stop:  # (the last iteration just ends the fit)
             signum = self.stop_signals.received or signal.SIGTERM  # another rank's signal
+            requeued = requeue(trainer, signum)  # SLURM's pre-emption warning: the job is requeued
             self.stopping = Interrupted(
                 signum,
                 f"{signal.Signals(signum).name}: stopped after iteration {iterations}, checkpoint "
-                f"{os.path.join(self.dirpath or '.', LAST)}. Resume with the same command and "
-                "--ckpt_path last.",
+                f"{os.path.join(self.dirpath or '.', LAST)}. "
+                + (f"{requeued}: it resumes with --ckpt_path last." if requeued else
+                   "Resume with the same command and --ckpt_path last."),
             )
 
     @override

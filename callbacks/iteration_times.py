@@ -45,7 +45,8 @@ class IterationTimes(pl.Callback):
     Each line holds ``iteration``, ``frames`` (the module's global counter), ``wall_s`` (from the end of
     the previous iteration, or from the start of training, to the end of this one: everything the loop
     did, logging included), the module's own parts ``collect_s``, ``advantages_s``, ``optimise_s``,
-    ``statistics_s`` where the algorithm reports them, ``rss_mib`` and ``peak_rss_mib``. Only rank 0 writes.
+    ``statistics_s`` where the algorithm reports them, ``rss_mib`` and ``peak_rss_mib``, and on a GPU
+    ``gpu_peak_mib`` (PyTorch's peak allocated memory on the module's device). Only rank 0 writes.
     """
 
     def __init__(self, path: str) -> None:
@@ -75,5 +76,7 @@ class IterationTimes(pl.Callback):
             "rss_mib": rss_mib(),
             "peak_rss_mib": peak_rss_mib(),
         }
+        if pl_module.device.type == "cuda":
+            line["gpu_peak_mib"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
         with self.path.open("a") as file:
             file.write(json.dumps(line) + "\n")

@@ -187,7 +187,8 @@ class MarlCLI(LightningCLI):
     def before_fit(self) -> None:
         """``--ckpt_path last`` names this run's last checkpoint; a resumed fit goes on logging into the
         MLflow run recorded in it."""
-        check_strategy(self.trainer)  # before the MLflow run exists
+        self._check_task()
+        check_strategy(self.trainer, self.model)  # before the MLflow run exists, before launching
         kwargs = self.config_init[self.subcommand]
         resolved_last = kwargs.get("ckpt_path") == "last"  # (an explicit path was checked at parsing)
         if resolved_last:
@@ -212,6 +213,19 @@ class MarlCLI(LightningCLI):
         for logger in self.trainer.loggers:
             if isinstance(logger, ContinuableMLFlowLogger):
                 logger.continue_run(run_id)
+
+
+    def before_validate(self) -> None:
+        self._check_task()
+
+    def before_test(self) -> None:
+        self._check_task()
+
+    def _check_task(self) -> None:
+        """An algorithm refuses a task it cannot train on before Lightning creates the MLflow run."""
+        check_task = getattr(self.model, "check_task", None)
+        if check_task is not None:
+            check_task(self.datamodule.env_factory)
 
 
 def default_checkpoint_dir(experiment: str, run: str | None) -> str:

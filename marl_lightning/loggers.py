@@ -4,16 +4,21 @@ logging to a tracking server through a spool.
 Lightning's logger has no public way to name a run after it is built or to log into an existing run, so
 this subclass sets its private ``_experiment_name``, ``_run_name`` and ``_run_id`` (and reads
 ``_initialized``, ``_mlflow_client``, ``_tracking_uri``, ``_checkpoint_callback``, and the private
-``_convert_params``/``_flatten_dict``/``_scan_and_log_checkpoints`` helpers).
-Nothing else in marl_lightning touches them; ``tests/test_adapters.py`` pins the behaviour relied on.
+``_convert_params``/``_flatten_dict``/``_scan_and_log_checkpoints`` helpers). Lightning's constructor
+builds an ``MlflowClient``, which opens (creates, migrates) the store at once, on every rank: the adapter
+hands it a deferred one (:func:`deferred_client_class`), which opens the store at its first use, so a rank
+other than 0 never touches it. Nothing else in marl_lightning touches these; ``tests/test_adapters.py``
+pins the behaviour relied on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import sys
+import threading
 import time
 from argparse import Namespace
 from collections.abc import Iterable, Iterator
@@ -37,21 +42,85 @@ LIGHTNING_STATUS = {"success": "FINISHED", "failed": "FAILED", "finished": "FINI
 MLFLOW_RUN_KEY = "mlflow_run_id"  # checkpoint key (callbacks.IterationCheckpoint): the run to continue
 
 
+_THREAD_LOCKS: dict[str, threading.RLock] = {}  # per store file: this process's holder, and its depth
+_DEPTH: dict[str, int] = {}
+
+
 @contextlib.contextmanager
 def store_lock(uri: str | None) -> Iterator[None]:
-    """An exclusive lock on a local SQLite store (``<db>.lock`` beside it) across processes; nothing for
-    other stores (a tracking server serialises its own writes)."""
+    """An exclusive lock on a local SQLite store (``<db>.lock`` beside it) across processes and threads;
+    nothing for other stores (a tracking server serialises its own writes). Re-entrant: the holder may
+    take it again (creating the run opens the store)."""
     path = local_store_path(uri) if uri and uri.startswith("sqlite:") else None
     if path is None:
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    key = str(path.resolve())
+    with _THREAD_LOCKS.setdefault(key, threading.RLock()):
+        depth = _DEPTH.get(key, 0)
+        _DEPTH[key] = depth + 1
         try:
-            yield
+            if depth:
+                yield
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(f"{path}.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            _DEPTH[key] = depth
+
+
+@functools.cache
+def deferred_client_class() -> type:
+    """``DeferredMlflowClient``: an ``MlflowClient`` that opens its store at its first use, not when built.
+
+    MLflow's client resolves (for SQLite: creates and migrates) the store in its constructor. Lightning's
+    logger builds one on every rank when the CLI instantiates it, before a rank knows whether it is 0;
+    under ``torchrun --nnodes 2`` both "nodes" then created the same SQLite store at once and MLflow's
+    migration failed. Deferred, only the rank that logs (0) opens the store, one process at a time
+    (:func:`store_lock`). (Built on first call: importing MLflow costs the CLI a second.)
+    """
+    from mlflow.tracking import MlflowClient
+
+    class DeferredMlflowClient(MlflowClient):
+        def __init__(self, tracking_uri: str | None = None) -> None:  # (MLflow's constructor runs later)
+            self.__dict__["deferred_tracking_uri"] = tracking_uri
+
+        def __getattr__(self, name: str) -> Any:
+            # Called only for attributes not set yet: MLflow's, before its constructor has run.
+            if name.startswith("__") or self.opened() or self.__dict__.get("opening"):
+                raise AttributeError(name)  # (MLflow's constructor itself asks for unset attributes)
+            uri = self.__dict__["deferred_tracking_uri"]
+            self.__dict__["opening"] = True
+            try:
+                with store_lock(uri):
+                    MlflowClient.__init__(self, uri)
+            finally:
+                self.__dict__["opening"] = False
+            return getattr(self, name)
+
+        def opened(self) -> bool:
+            """Whether the store has been opened (by a first use)."""
+            return "_tracking_client" in self.__dict__
+
+    return DeferredMlflowClient
+
+
+@contextlib.contextmanager
+def _deferred_clients() -> Iterator[None]:
+    """Lightning's constructor builds ``mlflow.tracking.MlflowClient(...)``: a deferred one, meanwhile."""
+    import mlflow.tracking
+
+    original = mlflow.tracking.MlflowClient
+    mlflow.tracking.MlflowClient = deferred_client_class()
+    try:
+        yield
+    finally:
+        mlflow.tracking.MlflowClient = original
 
 
 class SpoolingClient:
@@ -134,8 +203,8 @@ class MLFlowLogger(_LightningMLFlowLogger):
         spool_wait_s: float = 60.0,
         **kwargs: Any,
     ) -> None:
-        # Building MLflow's client creates and migrates a SQLite store: one process at a time.
-        with store_lock(kwargs.get("tracking_uri")):
+        # MLflow's client opens (creates, migrates) the store at its first use, on rank 0 only.
+        with _deferred_clients():
             super().__init__(*args, **kwargs)
         self.continued = False
         self.log_system_metrics = log_system_metrics
@@ -151,6 +220,8 @@ class MLFlowLogger(_LightningMLFlowLogger):
     def experiment(self) -> Any:
         if self._spooling_client is not None:
             return self._spooling_client
+        if rank_zero_only.rank != 0:  # Lightning's stand-in, which touches no store
+            return super().experiment
         if self._initialized:
             client = super().experiment
         else:
@@ -202,6 +273,10 @@ class MLFlowLogger(_LightningMLFlowLogger):
         """
         from mlflow.exceptions import MlflowException
 
+        if rank_zero_only.rank != 0:  # (only rank 0 logs, and only it opens the store)
+            self._run_id = run_id
+            self.continued = True
+            return True
         try:
             self._mlflow_client.get_run(run_id)
         except MlflowException:

@@ -79,6 +79,47 @@ def test_log_model_checkpoints_are_scanned_through_the_logger_experiment(tmp_pat
     )
 
 
+def test_lightning_builds_its_client_by_name_and_mlflow_opens_the_store_in_the_constructor(tmp_path):
+    # The adapter swaps `mlflow.tracking.MlflowClient` while Lightning's constructor runs, and tells an
+    # opened client by MLflow's `_tracking_client`, which MLflow's constructor sets.
+    import inspect
+
+    constructor = inspect.getsource(LightningMLFlowLogger.__init__)
+    assert "from mlflow.tracking import MlflowClient" in constructor
+    assert "self._mlflow_client = MlflowClient(tracking_uri)" in constructor
+    client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    assert (tmp_path / "m.db").is_file() and "_tracking_client" in client.__dict__
+
+
+def test_the_store_is_opened_at_its_first_use_and_never_by_a_rank_other_than_0(tmp_path, monkeypatch):
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from marl_lightning.loggers import deferred_client_class
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    first = MLFlowLogger(tracking_uri=uri, experiment_name="e")
+    assert isinstance(first._mlflow_client, deferred_client_class())
+    assert isinstance(first._mlflow_client, MlflowClient) and not first._mlflow_client.opened()
+    assert list(tmp_path.iterdir()) == []  # built, nothing opened
+    first.log_metrics({"x": 1.0}, step=1)
+    assert first._mlflow_client.opened() and (tmp_path / "m.db").is_file()
+    first.finalize("success")
+
+    other = tmp_path / "rank1"
+    other.mkdir()
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    uri = f"sqlite:///{other / 'm.db'}"
+    logger = MLFlowLogger(tracking_uri=uri, experiment_name="e")
+    logger.name_unnamed("algo-task", "algo-task-seed0")
+    logger.add_tags({"seed": "0"})
+    assert logger.continue_run(first.run_id)  # rank 0 decides; the others only follow
+    logger.log_hyperparams({"lr": 0.1})
+    logger.log_metrics({"x": 1.0}, step=2)
+    _ = logger.experiment, logger.run_id
+    logger.finalize("success")
+    assert list(other.iterdir()) == [] and not logger._mlflow_client.opened()
+
+
 def test_fabric_param_helpers_flatten_as_mlflow_params_are_named():
     flat = _flatten_dict(_convert_params({"model": {"lr": 0.1, "cells": [2, 3]}, "seed": 0}))
     assert flat == {"model/lr": 0.1, "model/cells": [2, 3], "seed": 0}

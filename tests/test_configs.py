@@ -106,3 +106,19 @@ def test_dpo_paper_settings_compose_with_every_method(method, in_tmp):
     assert any(isinstance(m, torch.nn.ReLU) for m in cli.model.actor.modules())
     assert any(isinstance(m, torch.nn.ReLU) for m in cli.model.critic.modules())
     assert not any(isinstance(m, torch.nn.Tanh) for m in cli.model.critic.modules())
+
+
+GPU_CONFIGS = sorted((CONF / "gpu").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("gpu_config", GPU_CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("config", ROLLOUT_CONFIGS, ids=lambda p: p.name)
+def test_gpu_config_composes_with_every_algorithm(config: Path, gpu_config: Path, in_tmp):
+    # (instantiated for the CPU here; the GPU run is benchmarks/gpu_check.sh)
+    cli = MarlCLI(args=["--config", str(config), "--config", str(gpu_config), "--trainer.accelerator", "cpu"],
+                  run=False)
+    envs = int(gpu_config.stem.split("_")[1])
+    assert cli.datamodule.num_envs == envs and cli.datamodule.steps_per_env == 100
+    assert cli.model.hparams.minibatch_size * 10 == cli.datamodule.frames_per_batch
+    assert cli.model.hparams.num_epochs == 4
+    assert cli.model.total_frames == 50 * cli.datamodule.frames_per_batch

@@ -202,7 +202,7 @@ class MultiAgentPPOModule(IterationModule):
     # ----------------------------------------------------------------- the iteration
     @override
     def setup(self, stage: str) -> None:
-        check_strategy(self.trainer)
+        check_strategy(self.trainer, self)
 
     @override
     def run_iteration(self, dataloader_iter: Iterator) -> Iteration:
@@ -232,8 +232,8 @@ class MultiAgentPPOModule(IterationModule):
             "frames_per_s": torch.tensor(frames / max(rollout.collect_s + update_s, 1e-9)),
             "return_mean": metrics.ratio(returns.sum(), returns.numel()),
         }
-        if world_size() > 1:  # 0 while every rank holds the same parameters
-            checksums = [p.detach().double().sum() for p in self.parameters()]
+        if world_size() > 1:  # 0 while every rank holds the same parameters and buffers (β, counters)
+            checksums = [t.detach().double().sum() for t in (*self.parameters(), *self.buffers())]
             statistics["param_checksum"] = torch.stack(checksums).sum()
         return Iteration(frames=frames, statistics=statistics)
 

@@ -62,6 +62,8 @@ class IterationModule(pl.LightningModule):
     """
 
     statistics: ClassVar[Mapping[str, metrics.Statistic]] = metrics.ITERATION
+    # Why the algorithm cannot run on several processes (None: it can; the CLI refuses before launching).
+    single_process_reason: ClassVar[str | None] = None
 
     def __init__(self, total_frames: int) -> None:
         super().__init__()
@@ -84,6 +86,11 @@ class IterationModule(pl.LightningModule):
     def run_iteration(self, dataloader_iter: Iterator) -> Iteration:
         """One iteration of the algorithm (the PPO update, a tabular step, ...)."""
         raise NotImplementedError
+
+    def check_task(self, task: Any) -> None:
+        """Refuse a task (an ``EnvFactory``) this algorithm cannot train on, with a ``ConfigError`` saying
+        why. The CLI calls it before anything, the MLflow run included, is created (Lightning creates the
+        run before ``setup``). Every task is accepted by default."""
 
     @override
     def on_fit_start(self) -> None:

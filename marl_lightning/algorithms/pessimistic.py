@@ -51,6 +51,10 @@ class PessimisticSequentialPPO(IterationModule):
         "value": metrics.Statistic("eval/value"),
         "pessimism": metrics.Statistic("pess/pessimism/agent_{}"),
     }
+    single_process_reason = (
+        "it is an exact tabular method; its oracle samples and tables are per process, so each rank "
+        "would take its own steps."
+    )
 
     def __init__(
         self,
@@ -79,16 +83,20 @@ class PessimisticSequentialPPO(IterationModule):
         return "seqppo_pessimistic"
 
     @override
-    def setup(self, stage: str) -> None:
-        factory = self.trainer.datamodule.env_factory
-        model = getattr(factory, "tabular_model", None)
+    def check_task(self, task: Any) -> None:
+        model = getattr(task, "tabular_model", None)
         if model is None:
             raise ConfigError(
                 "PessimisticSequentialPPO runs on tabular games whose tables are known (the ratio game, a "
-                f"small stochastic game); {type(factory).__name__} has none. Use conf/seqppo.yaml there."
+                f"small stochastic game); {type(task).__name__} has none. Use conf/seqppo.yaml there."
             )
-        self.game = model()
-        self.game.check_size()
+        model().check_size()
+
+    @override
+    def setup(self, stage: str) -> None:
+        factory = self.trainer.datamodule.env_factory
+        self.check_task(factory)
+        self.game = factory.tabular_model()
         n, n_states = self.game.n_actions, self.game.n_states
         for m in range(self.game.n_agents):
             name = f"theta_{m}"

@@ -14,7 +14,7 @@ from typing_extensions import override
 from marl_lightning import keys, metrics
 from marl_lightning.algorithms.base import MultiAgentPPOModule
 from marl_lightning.algorithms.update import UpdatePhase
-from marl_lightning.distributed import world_size
+from marl_lightning.distributed import broadcast_from_rank_zero, world_size
 from marl_lightning.errors import ConfigError
 from marl_lightning.objectives.agentwise_adam import AgentwiseAdam
 from marl_lightning.objectives.sequential import Regulariser, SequentialPPOLoss
@@ -87,9 +87,15 @@ class SequentialPPO(MultiAgentPPOModule):
         return hp.beta * math.sqrt(math.ceil(self.total_frames / frames_per_iteration))
 
     def agent_order(self) -> list[int]:
-        """The order of this iteration's agent phases."""
+        """The order of this iteration's agent phases: rank 0's draw on every rank (each rank's RNG is
+        seeded per rank; the phases' gradients are averaged over ranks, so every rank updates the same
+        agent in the same phase)."""
         n_agents = self.env_spec.n_agents
-        return list(range(n_agents)) if self.hparams.order == "fixed" else torch.randperm(n_agents).tolist()
+        if self.hparams.order == "fixed":
+            return list(range(n_agents))
+        order = torch.randperm(n_agents).to(self.device)  # [A] (NCCL broadcasts device tensors)
+        broadcast_from_rank_zero([order])
+        return order.tolist()
 
     @override
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:

@@ -91,9 +91,18 @@ def check_ppo_settings(
         )
 
 
-def check_strategy(trainer: Trainer) -> None:
-    """Several processes need the rollout strategy, which all-reduces every backward pass's gradients."""
-    if trainer.world_size > 1 and not isinstance(trainer.strategy, RolloutDDPStrategy):
+def check_strategy(trainer: Trainer, module: object | None = None) -> None:
+    """Several processes need the rollout strategy, which all-reduces every backward pass's gradients, and
+    an algorithm that can run on them (``IterationModule.single_process_reason`` is None)."""
+    if trainer.world_size <= 1:
+        return
+    reason = getattr(module, "single_process_reason", None)
+    if reason is not None:
+        raise ConfigError(
+            f"{type(module).__name__} runs on one process, not {trainer.world_size}: {reason} Run it without "
+            "--trainer.strategy ddp (a grid runs seeds in parallel)."
+        )
+    if not isinstance(trainer.strategy, RolloutDDPStrategy):
         raise ConfigError(
             f"trainer.strategy: {type(trainer.strategy).__name__} with {trainer.world_size} processes would "
             "synchronise one gradient of the many in an on-policy update. Use --trainer.strategy rollout_ddp "
