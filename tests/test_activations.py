@@ -1,16 +1,45 @@
-"""tanh through the sigmoid kernel (``models.activations``) is tanh: values, gradients, vmap, the models."""
+"""tanh through the sigmoid kernel (``models.activations``) is tanh: values, gradients, vmap, the models.
+
+The sigmoid form is forced for these tests (``MARL_LIGHTNING_TANH=sigmoid``): unforced, a CPU where
+``torch.tanh`` is the faster kernel would never run it.
+"""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from marl_lightning.algorithms import MAPPO
 from marl_lightning.envs.base import EnvSpec
-from marl_lightning.models.activations import Tanh, tanh
+from marl_lightning.models import activations
+from marl_lightning.models.activations import KERNEL_ENV, Tanh, sigmoid_form_pays, tanh
 from marl_lightning.models.mlp import agent_mlp
 
 SPEC = EnvSpec(n_agents=3, observation_dim=5, action_dim=2, continuous=True)
+
+
+@pytest.fixture(autouse=True)
+def sigmoid_form(monkeypatch):
+    monkeypatch.setenv(KERNEL_ENV, "sigmoid")
+    sigmoid_form_pays.cache_clear()
+    yield
+    sigmoid_form_pays.cache_clear()
+
+
+def test_the_kernel_is_chosen_once_per_process_and_can_be_fixed(monkeypatch):
+    assert sigmoid_form_pays()
+    monkeypatch.setenv(KERNEL_ENV, "tanh")
+    assert sigmoid_form_pays()  # cached: one choice a process
+    sigmoid_form_pays.cache_clear()
+    assert not sigmoid_form_pays()
+    x = torch.randn(100)
+    assert torch.equal(tanh(x), torch.tanh(x))  # the tanh kernel itself
+    monkeypatch.delenv(KERNEL_ENV)
+    sigmoid_form_pays.cache_clear()
+    calls = []
+    monkeypatch.setattr(activations, "_sigmoid_form", lambda t: calls.append(1) or torch.sigmoid(t))
+    assert isinstance(sigmoid_form_pays(), bool) and len(calls) == 90  # measured: 9 rounds of 10 calls
 
 
 def _inputs() -> torch.Tensor:
