@@ -107,7 +107,15 @@ def deferred_client_class() -> type:
             """Whether the store has been opened (by a first use)."""
             return "_tracking_client" in self.__dict__
 
+        def __reduce__(self) -> tuple:  # a copy (pickled, deep-copied) is a deferred client of the same store
+            return deferred_client, (self.__dict__["deferred_tracking_uri"],)
+
     return DeferredMlflowClient
+
+
+def deferred_client(tracking_uri: str | None) -> Any:
+    """A ``DeferredMlflowClient`` of ``tracking_uri`` (:func:`deferred_client_class`)."""
+    return deferred_client_class()(tracking_uri)
 
 
 @contextlib.contextmanager

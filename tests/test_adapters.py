@@ -92,6 +92,8 @@ def test_lightning_builds_its_client_by_name_and_mlflow_opens_the_store_in_the_c
 
 
 def test_the_store_is_opened_at_its_first_use_and_never_by_a_rank_other_than_0(tmp_path, monkeypatch):
+    import pickle
+
     from lightning.pytorch.utilities import rank_zero_only
 
     from marl_lightning.loggers import deferred_client_class
@@ -101,8 +103,11 @@ def test_the_store_is_opened_at_its_first_use_and_never_by_a_rank_other_than_0(t
     assert isinstance(first._mlflow_client, deferred_client_class())
     assert isinstance(first._mlflow_client, MlflowClient) and not first._mlflow_client.opened()
     assert list(tmp_path.iterdir()) == []  # built, nothing opened
+    copy = pickle.loads(pickle.dumps(first._mlflow_client))  # (a deferred client of the same store)
+    assert isinstance(copy, deferred_client_class()) and not copy.opened()
     first.log_metrics({"x": 1.0}, step=1)
     assert first._mlflow_client.opened() and (tmp_path / "m.db").is_file()
+    assert copy.get_run(first.run_id).info.run_id == first.run_id and copy.opened()
     first.finalize("success")
 
     other = tmp_path / "rank1"
