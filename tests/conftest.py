@@ -12,6 +12,7 @@ from tensordict import TensorDict
 
 from marl_lightning import keys
 from marl_lightning.envs import EnvSpec
+from marl_lightning.models.activations import sigmoid_form_pays
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,6 +22,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
 CONF = REPO / "conf"
+# The hidden layers' tanh kernel is chosen once per process by timing (models.activations); chosen here, it
+# is exported to every fit this worker starts, so processes compared bit for bit compute alike.
+sigmoid_form_pays()
 
 # Small but real runs: 10 envs x 20 steps per iteration, episodes of 20 steps.
 SMALL_RUN_ARGS = [

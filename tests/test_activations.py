@@ -6,6 +6,8 @@ The sigmoid form is forced for these tests (``MARL_LIGHTNING_TANH=sigmoid``): un
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -39,7 +41,9 @@ def test_the_kernel_is_chosen_once_per_process_and_can_be_fixed(monkeypatch):
     sigmoid_form_pays.cache_clear()
     calls = []
     monkeypatch.setattr(activations, "_sigmoid_form", lambda t: calls.append(1) or torch.sigmoid(t))
-    assert isinstance(sigmoid_form_pays(), bool) and len(calls) == 90  # measured: 9 rounds of 10 calls
+    pays = sigmoid_form_pays()
+    assert isinstance(pays, bool) and len(calls) == 90  # measured: 9 rounds of 10 calls
+    assert os.environ[KERNEL_ENV] == ("sigmoid" if pays else "tanh")  # exported to the processes it starts
 
 
 def _inputs() -> torch.Tensor:

@@ -52,7 +52,9 @@ def sigmoid_form_pays() -> bool:
     process on a [1024, 256] float32 tensor without a gradient (9 interleaved rounds of 10 calls, medians,
     about 5 ms in all); the sigmoid form only if it is :data:`MARGIN` times faster. The margin keeps the
     choice, and so the arithmetic, the same in every process on one machine (the two measured so far sit at
-    6× and 0.4×). ``MARL_LIGHTNING_TANH=sigmoid`` or ``=tanh`` decides instead.
+    6× and 0.4×). ``MARL_LIGHTNING_TANH=sigmoid`` or ``=tanh`` decides instead. The measured choice is
+    exported there, so the processes this one starts (the ranks of a DDP fit, a grid's runs) compute with
+    the same kernel.
     """
     forced = os.environ.get(KERNEL_ENV)
     if forced in ("sigmoid", "tanh"):
@@ -66,7 +68,9 @@ def sigmoid_form_pays() -> bool:
                 for _ in range(10):
                     kernel(x)
                 times[name].append(time.perf_counter() - start)
-    return statistics.median(times["sigmoid"]) * MARGIN < statistics.median(times["tanh"])
+    pays = statistics.median(times["sigmoid"]) * MARGIN < statistics.median(times["tanh"])
+    os.environ[KERNEL_ENV] = "sigmoid" if pays else "tanh"
+    return pays
 
 
 def _sigmoid_form(x: torch.Tensor) -> torch.Tensor:
