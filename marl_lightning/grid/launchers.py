@@ -6,9 +6,10 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class Launch:
 
 # (launch, exit status, wall seconds) -> None, called as each fit ends (in the launching process).
 OnDone = Callable[[Launch, int, float], None]
+POLL_S = 0.2  # how often the local launcher looks at a recorded SIGINT while its fits run
 
 
 def run_logged(
@@ -71,17 +73,32 @@ class LocalLauncher:
 
     def launch(self, launches: list[Launch], on_done: OnDone) -> None:
         """Run the fits; on Ctrl-C (or SIGINT to the grid alone) no further fit starts, the running ones get
-        SIGINT too (each ends KILLED after its last checkpoint) and the interrupt goes on to the caller."""
+        SIGINT too (each ends KILLED after its last checkpoint) and the interrupt goes on to the caller.
+
+        SIGINT is recorded by a handler of its own, which the waiting loop reads every
+        :data:`POLL_S`: the kernel may deliver the signal to any thread (a worker blocked in ``wait``), and
+        Python's KeyboardInterrupt then waits for the main thread's next bytecode, which a blocking wait
+        for the fits postpones until one ends (a grid under load went on to its next fit so).
+        """
         running: list[subprocess.Popen] = []
+        interrupted = threading.Event()
+        installed = threading.current_thread() is threading.main_thread()  # (Python's rule for handlers)
+        if installed:
+            previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
         pool = ThreadPoolExecutor(max_workers=self.jobs)
         try:
             futures = {
                 pool.submit(run_logged, x.command, x.cwd, str(x.log), self.threads, running.append): x
                 for x in launches
             }
-            for future in as_completed(futures):
-                status, wall = future.result()
-                on_done(futures[future], status, wall)
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
+                for future in done:
+                    status, wall = future.result()
+                    on_done(futures[future], status, wall)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             for process in running:
@@ -91,6 +108,8 @@ class LocalLauncher:
                 process.wait()
             raise
         finally:
+            if installed:
+                signal.signal(signal.SIGINT, previous)
             pool.shutdown(wait=True)
 
 
