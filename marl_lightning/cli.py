@@ -214,7 +214,6 @@ class MarlCLI(LightningCLI):
             if isinstance(logger, ContinuableMLFlowLogger):
                 logger.continue_run(run_id)
 
-
     def before_validate(self) -> None:
         self._check_task()
 

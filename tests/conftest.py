@@ -67,6 +67,20 @@ def cli_command(subcommand: str, *extra: str, config: str = "mappo.yaml", small:
     return [sys.executable, "-m", "marl_lightning", *cli_args(subcommand, *extra, config=config, small=small)]
 
 
+def only_run(store: Path):
+    """(client, run) of the one MLflow run in the SQLite store ``store`` (fails if there are more or none)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{store}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return client, run
+
+
+def metric_history(client, run, name: str) -> list[tuple[int, float]]:
+    """A run's metric ``name`` as (step, value) in logged order."""
+    return [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)]
+
+
 def make_spec(n_agents: int = 3, observation_dim: int = 5, continuous: bool = True) -> EnvSpec:
     return EnvSpec(
         n_agents=n_agents,

@@ -10,10 +10,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from mlflow.tracking import MlflowClient
 
 from marl_lightning.distributed import all_reduce_gradients, broadcast_from_rank_zero, reduce
-from tests.conftest import cli_command
+from tests.conftest import cli_command, metric_history, only_run
 
 
 def _collectives(rank: int, world: int, init_file: str, results: dict) -> None:
@@ -87,11 +86,10 @@ def test_two_process_fit_keeps_ranks_identical(in_tmp, config):
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    client, run = only_run(in_tmp / "mlflow.db")
 
     def history(name):
-        return [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)]
+        return metric_history(client, run, name)
 
     # each of the 2 ranks collects 200 frames per iteration: the budget of 800 is spent in 2 iterations
     assert history("train/frames") == [(400, 400.0), (800, 800.0)]
@@ -119,8 +117,7 @@ def test_a_checkpoint_resumes_on_another_number_of_ranks(in_tmp):
         assert proc.returncode == 0, proc.stderr[-3000:]
         checkpoint = torch.load(in_tmp / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
         assert int(checkpoint["state_dict"]["frames"]) == int(total)
-    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    client, run = only_run(in_tmp / "mlflow.db")
     frames = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/frames"))
     assert frames == [200, 400, 800, 1200, 1400, 1600]
     # MAPPO's 2 ranks (ranks see different data) held the same parameters and buffers: logged only then

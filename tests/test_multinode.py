@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, cli_args
+from tests.conftest import REPO, cli_args, metric_history, only_run
 from tests.crashing_env import MESSAGE
 
 
@@ -55,11 +54,10 @@ def test_two_torchrun_nodes_train_one_run_with_identical_ranks_and_only_rank_0_w
     # Rank 1 ran on its own "machine": it created no tracking store, lock or checkpoint folder there.
     assert sorted(p.name for p in nodes[1].iterdir()) == []
 
-    client = MlflowClient(f"sqlite:///{nodes[0] / 'mlflow.db'}")
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    client, run = only_run(nodes[0] / "mlflow.db")
 
     def history(name):
-        return [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)]
+        return metric_history(client, run, name)
 
     # each rank collects 200 frames an iteration; the global budget of 800 is spent in 2 iterations
     assert history("train/frames") == [(400, 400.0), (800, 800.0)]
@@ -81,8 +79,7 @@ CRASH_TIMEOUT_S = 180  # a hang would wait for the collective's timeout (30 min)
 
 
 def _failed_run(store: Path) -> str:
-    client = MlflowClient(f"sqlite:///{store}")
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    _, run = only_run(store)
     assert run.info.status == "FAILED"
     return run.data.tags["error"]
 

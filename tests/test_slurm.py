@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from marl_lightning.slurm import job_id
-from tests.conftest import checkpoint_iterations, cli_command
+from tests.conftest import checkpoint_iterations, cli_command, only_run
 
 CHECKPOINT = Path("checkpoints") / "mappo-navigation" / "mappo-navigation-seed0" / "last.ckpt"
 TOTAL = 12 * 200
@@ -63,8 +62,7 @@ def test_the_preemption_signal_checkpoints_requeues_and_the_requeued_job_resumes
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert checkpoint_iterations(last) == 12
-    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
-    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    client, run = only_run(in_tmp / "mlflow.db")
     assert run.info.status == "FINISHED"
     frames = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/frames"))
     assert frames == [200 * i for i in range(1, 13)]  # one run, every iteration once

@@ -84,19 +84,23 @@ class PessimisticSequentialPPO(IterationModule):
 
     @override
     def check_task(self, task: Any) -> None:
+        self._game_of(task)
+
+    def _game_of(self, task: Any) -> Any:
+        """The task's tabular game, checked: a ConfigError for a task without known tables or too large."""
         model = getattr(task, "tabular_model", None)
         if model is None:
             raise ConfigError(
                 "PessimisticSequentialPPO runs on tabular games whose tables are known (the ratio game, a "
                 f"small stochastic game); {type(task).__name__} has none. Use conf/seqppo.yaml there."
             )
-        model().check_size()
+        game = model()
+        game.check_size()
+        return game
 
     @override
     def setup(self, stage: str) -> None:
-        factory = self.trainer.datamodule.env_factory
-        self.check_task(factory)
-        self.game = factory.tabular_model()
+        self.game = self._game_of(self.trainer.datamodule.env_factory)
         n, n_states = self.game.n_actions, self.game.n_states
         for m in range(self.game.n_agents):
             name = f"theta_{m}"
