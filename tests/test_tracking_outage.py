@@ -21,7 +21,7 @@ from tests.conftest import REPO, checkpoint_iterations, cli_command
 from tests.tracking_server import TrackingServer
 
 pytestmark = [pytest.mark.simulator, pytest.mark.slow]
-ITERATIONS = 40  # room for a loaded machine: the server must be back well before the fit ends
+ITERATIONS = 16
 EXPERIMENT = "mappo-navigation"
 RUN_FOLDER = Path("checkpoints") / EXPERIMENT / f"{EXPERIMENT}-seed0"
 
@@ -56,8 +56,12 @@ def _replay(*args: str) -> int:
 def test_metrics_survive_a_server_that_goes_away_twice_and_the_spool_is_replayed(in_tmp, monkeypatch, capsys):
     server = TrackingServer(in_tmp)
     server.start()
+    # The fit's env steps wait while this file exists: the test holds training in place while the backlog
+    # goes out, so that sending during training is tested however slow the machine is.
+    gate = in_tmp / "hold-the-fit"
     command = cli_command(
         "fit", "--model.total_frames", str(ITERATIONS * 200),
+        "--data.env", "tests.gated_env.GatedVmas", "--data.env.init_args.gate", str(gate),
         "--trainer.logger.init_args.tracking_uri", server.url,
         "--trainer.logger.init_args.retry_interval_s", "0.2",
         "--trainer.logger.init_args.spool_wait_s", "2",
@@ -73,12 +77,17 @@ def test_metrics_survive_a_server_that_goes_away_twice_and_the_spool_is_replayed
         try:
             _wait(lambda: _iterations(checkpoint) >= 2, proc, "iteration 2")
             server.pause()  # 1. the server hangs ...
+            paused_at = _iterations(checkpoint)
+            _wait(lambda: _iterations(checkpoint) > paused_at, proc, "an iteration logged to the hung server")
+            gate.touch()  # training waits in its next env step (the spool's thread goes on) ...
             _wait(lambda: "does not answer" in stderr_path.read_text(), proc, "the outage was noticed")
             away_at = _iterations(checkpoint)
+            gate.unlink()  # ... until the outage is noticed (a request's 2 s timeout), and goes on
             _wait(lambda: _iterations(checkpoint) >= away_at + 2, proc, "two iterations more")
             spools = list((in_tmp / RUN_FOLDER).glob("mlflow-spool-*.jsonl"))
             assert len(spools) == 1 and len(read(spools[0])[1]) >= 2  # their metrics wait in it
-            server.resume()  # ... and comes back while training goes on
+            gate.touch()  # training waits again ...
+            server.resume()  # ... while the server comes back and the backlog goes out
             _wait(lambda: "answers again" in stderr_path.read_text(), proc, "the server was back")
             # Records go out in order: once the server has an iteration logged during the outage, it has
             # everything before it (on a loaded machine the queue may never run empty while training).
@@ -86,6 +95,7 @@ def test_metrics_survive_a_server_that_goes_away_twice_and_the_spool_is_replayed
             _wait(lambda: _logged_up_to(server.url, run_id) >= away_at + 2, proc, "the backlog was sent")
             back_at = _iterations(checkpoint)
             server.stop()  # 2. it stops, for the rest of the fit
+            gate.unlink()  # training goes on
             proc.wait(timeout=600)
         finally:
             proc.kill()
