@@ -36,6 +36,7 @@ from marl_lightning.envs.base import EnvSpec
 from marl_lightning.health import NonFiniteGuard, OnNonFinite, nonfinite_data, skip_counts
 from marl_lightning.models import build_actor, build_critic
 from marl_lightning.models.activations import Tanh
+from marl_lightning.models.compile import CompileMode, check_compile_mode, compile_networks
 from marl_lightning.objectives import (
     PARAM_KEYS,
     LossCriticType,
@@ -87,6 +88,8 @@ class MultiAgentPPOModule(IterationModule):
             (``marl_lightning.health``).
         max_skips_in_a_row: with ``skip``, stop once this many iterations or minibatches in a row were
             skipped.
+        compile_networks: ``torch.compile`` mode of the networks (``marl_lightning.models.compile``), or
+            ``off``; applied once, at the first ``setup``.
     """
 
     centralised_critic: ClassVar[bool] = True
@@ -118,8 +121,10 @@ class MultiAgentPPOModule(IterationModule):
         share_critic_params: bool = True,
         on_nonfinite: OnNonFinite = "stop",
         max_skips_in_a_row: int = 5,
+        compile_networks: CompileMode = "off",
     ) -> None:
         env_spec = env_spec_of(env_spec, type(self).__name__)
+        check_compile_mode(compile_networks)
         check_ppo_settings(
             type(self).__name__, env_spec, self.action_kinds, total_frames=total_frames, lr=lr,
             adam_eps=adam_eps, clip_epsilon=clip_epsilon, clip_budget=clip_budget,
@@ -136,6 +141,7 @@ class MultiAgentPPOModule(IterationModule):
         self.health = NonFiniteGuard(on_nonfinite, max_skips_in_a_row)
         # Turned on by callbacks.TrustRegionMonitor: D_TV and the joint ratio's range each iteration.
         self.trust_region_stats = False
+        self.compiled_networks: int | None = None  # how many compile_networks compiled (None: not yet)
 
     @property
     def clip_epsilon(self) -> float:
@@ -203,6 +209,8 @@ class MultiAgentPPOModule(IterationModule):
     @override
     def setup(self, stage: str) -> None:
         check_strategy(self.trainer, self)
+        if self.compiled_networks is None:  # after the subclass's constructor: every network exists
+            self.compiled_networks = compile_networks(self, self.hparams.compile_networks)
 
     @override
     def run_iteration(self, dataloader_iter: Iterator) -> Iteration:

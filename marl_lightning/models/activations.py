@@ -81,10 +81,13 @@ def tanh(x: torch.Tensor) -> torch.Tensor:
     """tanh: through the sigmoid kernel on a CPU where that pays (:func:`sigmoid_form_pays`), else
     ``torch.tanh``. Shapes: any -> the same.
 
+    Under ``torch.compile`` it is ``torch.tanh``: the compiler fuses it into its neighbours (and cannot
+    compile the autograd Function under ``vmap``, per-agent MLPs).
+
     Without a gradient to record (collection, evaluation, advantages) the three kernels run in place, with
     no autograd Function: its ``apply`` costs about 0.1 ms a call, more than the kernels at a policy step.
     """
-    if x.is_cuda or not sigmoid_form_pays():
+    if x.is_cuda or torch.compiler.is_compiling() or not sigmoid_form_pays():
         return torch.tanh(x)
     if torch.is_grad_enabled():  # not x.requires_grad: under vmap (per-agent MLPs) it reads False
         return _TanhThroughSigmoid.apply(x)
