@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Everything the GPU path needs checked, in one call on a GPU machine (under 8 minutes on an H100/H200):
 # the CUDA tests, MAPPO on navigation at 4,096 and 16,384 envs (end-to-end and steady-state frames/s, the
-# collect/update split, GPU memory, collection against VMAS alone), every algorithm at 4,096 envs, and two
-# ranks on the one GPU. Prints the figures; with $OUT set, also writes each part's log there.
+# collect/update split, GPU memory, collection against VMAS alone), the same at 4,096 with the networks
+# compiled, every algorithm at 4,096 envs, and two ranks on the one GPU. Prints the figures; with $OUT set, also writes each part's log there.
 #
 # The machine may have no network: prepare the wheels it lacks here first, `bash benchmarks/gpu_wheels.sh`
 # (writes .whl/, which this script installs when it finds it).
@@ -36,6 +36,10 @@ timeout 200 python3 -m pytest -q -n 0 -s -p no:cacheprovider tests/test_cuda.py 
 part "MAPPO, navigation, 4,096 envs (5 iterations of 409,600 frames)"
 timeout 150 python3 benchmarks/throughput.py --frames 2048000 -- --config conf/gpu/envs_4096.yaml 2>&1 \
   | tee "$OUT/mappo_4096.txt" | grep -v -i warn | tail -9
+
+part "MAPPO, navigation, 4,096 envs, networks compiled (model.compile_networks default; against the run above)"
+timeout 150 python3 benchmarks/throughput.py --frames 2048000 -- --config conf/gpu/envs_4096.yaml \
+  --model.compile_networks default 2>&1 | tee "$OUT/mappo_4096_compiled.txt" | grep -v -i warn | tail -9
 
 part "MAPPO, navigation, 16,384 envs (3 iterations of 1,638,400 frames)"
 timeout 150 python3 benchmarks/throughput.py --frames 4915200 -- --config conf/gpu/envs_16384.yaml 2>&1 \

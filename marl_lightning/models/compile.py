@@ -2,13 +2,14 @@
 
 Every ``MultiAgentMLP`` of a module (actor, critic, PERLA's context layer, ...) is compiled in place with
 ``nn.Module.compile``, which keeps the state dict's keys: a checkpoint of a compiled run loads into an eager
-one and back. (An adapter: :func:`_compiled_part` says which part of TorchRL's network is compiled.)
+one and back. An adapter: :func:`_compiled_part` says which part of TorchRL's network is compiled, and
+dynamo's cache is made larger (``torch._dynamo.config``); nothing else here touches a dependency's insides.
 
 Each new input shape (a collection step, a minibatch, the whole iteration for advantages and
 statistics) compiles once more, so it pays only where a fit runs long enough to win its compile time back.
 On the CPUs measured it does not pay at the default scale (``docs/performance.md``: −5 % a minibatch step at
 400 frames, 8 s to compile); on a GPU, where a minibatch step is bound by kernel launches, it may, and
-``benchmarks/gpu_check.sh`` measures it there. ``reduce-overhead`` adds CUDA graphs (on a GPU only).
+``benchmarks/gpu_check.sh`` measures it there.
 """
 
 from __future__ import annotations
@@ -21,20 +22,22 @@ from torchrl.modules import MultiAgentMLP
 
 from marl_lightning.errors import ConfigError
 
-CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
+# torch.compile's other modes (``reduce-overhead``: CUDA graphs; ``max-autotune``) are left out until run on
+# a GPU: CUDA graphs overwrite their outputs at the next replay, and a collector keeps the policy's outputs.
+CompileMode = Literal["off", "default"]
 RECOMPILE_LIMIT = 64
 
 
 def check_compile_mode(mode: str) -> None:
-    """Refuse a mode ``torch.compile`` does not have, naming the ones it has."""
+    """Refuse a mode this option does not offer, naming the ones it does."""
     if mode not in get_args(CompileMode):
         choices = ", ".join(get_args(CompileMode))
         raise ConfigError(f"model.compile_networks must be one of {choices}, got {mode!r}.")
 
 
 def compile_networks(module: nn.Module, mode: CompileMode) -> int:
-    """Compile every ``MultiAgentMLP`` inside ``module`` in place with ``torch.compile``'s ``mode``
-    (nothing for ``"off"``); returns how many were compiled."""
+    """Compile every ``MultiAgentMLP`` inside ``module`` in place with ``torch.compile`` (its default mode;
+    nothing for ``"off"``); returns how many were compiled."""
     check_compile_mode(mode)
     if mode == "off":
         return 0
@@ -47,7 +50,7 @@ def compile_networks(module: nn.Module, mode: CompileMode) -> int:
         # Per-agent networks (vmap) get one graph per input shape (a fit has a handful): symbolic sizes
         # fail under vmap. Shared ones turn a size dynamic once it changes (PERLA's samples make many).
         dynamic = None if network.share_params else False
-        _compiled_part(network).compile(mode=None if mode == "default" else mode, dynamic=dynamic)
+        _compiled_part(network).compile(dynamic=dynamic)
     return len(networks)
 
 
