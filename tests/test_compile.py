@@ -41,10 +41,8 @@ def test_compiled_networks_compute_the_eager_loss_and_gradients(shared, sigmoid_
         module.actor(batch)  # the collecting policy's action and log-prob
     assert compile_networks(module, "default") == 2  # actor and critic
     for m in (module, eager):
-        out = m.loss_module(batch.clone())
-        total_loss(out).backward()
+        total_loss(m.loss_module(batch.clone())).backward()
     reference = eager.loss_module(batch.clone())
-    torch.testing.assert_close(out["loss_objective"], reference["loss_objective"])
     compiled_out = module.loss_module(batch.clone())
     for key in ("loss_objective", "loss_critic", "approx_kl"):
         torch.testing.assert_close(compiled_out[key], reference[key], rtol=1e-5, atol=1e-6, msg=key)
