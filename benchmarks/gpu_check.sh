@@ -14,7 +14,7 @@
 #
 # GPU_CHECK_CPU=1 runs every part on the CPU at a tiny scale (benchmarks/gpu_check_cpu.yaml instead of
 # conf/gpu/*.yaml; gloo for the two ranks): a check of the script itself where there is no GPU, e.g. in a
-# venv that copies the GPU machine's (tests/test_gpu_check.py). Its figures mean nothing.
+# venv that copies the GPU machine's. Its figures mean nothing. (tests/test_gpu_check.py: the budget.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -35,6 +35,13 @@ limit() {
   local left=$((BUDGET - SECONDS))
   if [ "$left" -lt 20 ]; then echo "skipped: ${left} s of the ${BUDGET} s budget left" >&2; return 1; fi
   echo $(($1 < left ? $1 : left))
+}
+# throughput NAME SECONDS ARGS...: benchmarks/throughput.py ARGS, its log in $OUT/NAME.txt, its figures printed
+throughput() {
+  local name=$1 seconds=$2
+  shift 2
+  timeout "$seconds" python3 benchmarks/throughput.py "$@" 2>&1 | tee "$OUT/$name.txt" \
+    | grep -v -i -E "warn|tip:|available:" | tail -9
 }
 # the scale files, and an iteration's frames at each scale
 if [ "${GPU_CHECK_CPU:-0}" = 1 ]; then
@@ -62,14 +69,12 @@ fi
 
 part "MAPPO, navigation, 4,096 envs (5 iterations of 409,600 frames)"
 if t=$(limit 120); then
-  timeout "$t" python3 benchmarks/throughput.py --frames $((5 * FRAMES)) -- --config $SCALE_4096 2>&1 \
-    | tee "$OUT/mappo_4096.txt" | grep -v -i -E "warn|tip:|available:" | tail -9
+  throughput mappo_4096 "$t" --frames $((5 * FRAMES)) -- --config $SCALE_4096
 fi
 
 part "MAPPO, navigation, 16,384 envs (3 iterations of 1,638,400 frames)"
 if t=$(limit 120); then
-  timeout "$t" python3 benchmarks/throughput.py --frames $((3 * FRAMES_16384)) -- --config $SCALE_16384 \
-    2>&1 | tee "$OUT/mappo_16384.txt" | grep -v -i -E "warn|tip:|available:" | tail -9
+  throughput mappo_16384 "$t" --frames $((3 * FRAMES_16384)) -- --config $SCALE_16384
 fi
 
 part "every algorithm, navigation, 4,096 envs (3 iterations each)"
@@ -117,9 +122,8 @@ fi
 
 part "MAPPO, navigation, 4,096 envs, networks compiled (model.compile_networks default; against the eager run)"
 if t=$(limit 150); then
-  timeout "$t" python3 benchmarks/throughput.py --frames $((5 * FRAMES)) -- --config $SCALE_4096 \
-    --model.compile_networks default 2>&1 | tee "$OUT/mappo_4096_compiled.txt" | grep -v -i -E "warn|tip:|available:" \
-    | tail -9
+  throughput mappo_4096_compiled "$t" --frames $((5 * FRAMES)) -- --config $SCALE_4096 \
+    --model.compile_networks default
 fi
 
 part "the gradient all-reduce on NCCL, 2 GPUs (flat buffer, per tensor, overlapped)"
