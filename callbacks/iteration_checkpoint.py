@@ -30,21 +30,25 @@ class IterationCheckpoint(Checkpoint):
     (``checkpoints/mappo-navigation/mappo-navigation-seed0``).
 
     An iteration is one collected batch, so a checkpoint never holds a half-done update. The file is
-    written beside (``last.ckpt.partial``), flushed to disk and then renamed over ``last.ckpt``, so no
-    interruption, ``kill -9`` or power loss included, leaves a truncated ``last.ckpt``: it is always the
-    newest complete checkpoint. A write that fails (a full disk) stops the fit with a
-    :class:`~marl_lightning.errors.TrainingError` and leaves the previous checkpoint as it was. As a
-    Lightning ``Checkpoint`` it runs after every other callback of the iteration (β updates land in the
-    file).
+    written beside (``last.ckpt.partial``) at the end of the iteration, flushed to disk, and renamed over
+    ``last.ckpt`` once Lightning has handed that iteration's metrics to the loggers (at the start of the
+    next iteration, before anything of it runs, or at the end of the fit). So no interruption, ``kill -9``
+    or power loss included, leaves a truncated ``last.ckpt``: it is always the newest complete checkpoint,
+    and every iteration it holds is in the MLflow run (a kill between the write and the loggers leaves the
+    previous checkpoint, and the resumed fit runs that iteration again). A write that fails (a full disk)
+    stops the fit with a :class:`~marl_lightning.errors.TrainingError` and leaves the previous checkpoint
+    as it was. As a Lightning ``Checkpoint`` it runs after every other callback of the iteration (β
+    updates land in the file).
 
     Stop signals (SIGTERM, SIGINT, SIGUSR1; ``marl_lightning.stop_signals``): once training has started,
     the iteration in flight is finished (and logged), a checkpoint written whatever
     ``every_n_iterations`` says, and the fit ends before the next iteration with
     :class:`~marl_lightning.errors.Interrupted` (the MLflow run KILLED, exit status 128 + the signal's
     number). A second signal stops at once. Under SLURM, its requeue signal (SIGUSR1, ``#SBATCH
-    --signal=USR1@90``) also requeues the job once the checkpoint is written (``marl_lightning.slurm``).
-    ``kill -9`` loses at most the iterations since the last checkpoint (``every_n_iterations``; at the
-    default, the iteration in flight).
+    --signal=USR1@90``) also requeues the job once the checkpoint is in place (``marl_lightning.slurm``).
+    ``kill -9`` loses at most the iterations since the last checkpoint whose metrics were logged
+    (``every_n_iterations``; at the default, the iteration in flight and, if the kill came while it was
+    being logged, the one before).
 
     With ``log_to_mlflow`` (the default) the checkpoint written at the end of the fit is also logged to the
     MLflow run as the artifact ``checkpoints/last.ckpt``, so ``test --ckpt_path runs:/<run_id>/checkpoints/
@@ -62,7 +66,8 @@ class IterationCheckpoint(Checkpoint):
         self.every_n_iterations = every_n_iterations
         self.log_to_mlflow = log_to_mlflow
         self.stop_signals = StopSignals()
-        self.stopping: Interrupted | None = None  # raised before the next iteration starts
+        self.stopping: tuple[int, int] | None = None  # (signal, iteration): the fit ends before the next one
+        self.written = False  # this process wrote last.ckpt.partial, not yet renamed into place
 
     def last_path(self) -> str | None:
         """The last checkpoint this callback wrote (in an earlier or this process), if there is one."""
@@ -85,30 +90,32 @@ class IterationCheckpoint(Checkpoint):
         if iterations % self.every_n_iterations == 0 or trainer.should_stop or stop:
             self.save(trainer)
         if stop and not trainer.should_stop:  # (the last iteration just ends the fit)
-            signum = self.stop_signals.received or signal.SIGTERM  # another rank's signal
-            requeued = requeue(trainer, signum)  # SLURM's pre-emption warning: the job is requeued
-            self.stopping = Interrupted(
-                signum,
-                f"{signal.Signals(signum).name}: stopped after iteration {iterations}, checkpoint "
-                f"{os.path.join(self.dirpath or '.', LAST)}. "
-                + (f"{requeued}: it resumes with --ckpt_path last." if requeued else
-                   "Resume with the same command and --ckpt_path last."),
-            )
+            self.stopping = (self.stop_signals.received or signal.SIGTERM, iterations)  # or another rank's
 
     @override
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        # Raised here, not at the end of the iteration it follows: Lightning hands that iteration's metrics
-        # to the loggers after every on_train_batch_end.
-        if self.stopping is not None:
-            stopping, self.stopping = self.stopping, None
-            self.stop_signals.restore()
-            raise stopping
+        # Lightning hands an iteration's metrics to the loggers after every on_train_batch_end: here they
+        # have them, and the checkpoint written then may become last.ckpt.
+        self.commit(trainer)
+        if self.stopping is None:
+            return
+        (signum, iterations), self.stopping = self.stopping, None
+        requeued = requeue(trainer, signum)  # SLURM's pre-emption warning: the job is requeued
+        self.stop_signals.restore()
+        raise Interrupted(
+            signum,
+            f"{signal.Signals(signum).name}: stopped after iteration {iterations}, checkpoint "
+            f"{os.path.join(self.dirpath or '.', LAST)}. "
+            + (f"{requeued}: it resumes with --ckpt_path last." if requeued else
+               "Resume with the same command and --ckpt_path last."),
+        )
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.stop_signals.restore()
+        self.commit(trainer)
         path = self.last_path()
         if not (self.log_to_mlflow and trainer.is_global_zero and path):
             return
@@ -125,10 +132,14 @@ class IterationCheckpoint(Checkpoint):
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.save(trainer)
+        # After the epoch's last iteration was logged. Unless its state was written then, it is written now.
+        if not self.written:
+            self.save(trainer)
+        self.commit(trainer)
 
     def save(self, trainer: Trainer) -> None:
-        """Write the full training state to ``<dirpath>/last.ckpt`` (rank 0 writes; every rank takes part)."""
+        """Write the full training state to ``<dirpath>/last.ckpt.partial`` (rank 0 writes; every rank takes
+        part); :meth:`commit` renames it over ``last.ckpt``."""
         if trainer.sanity_checking or trainer.state.fn != "fit" or self.dirpath is None:
             return
         filepath = os.path.join(self.dirpath, LAST)
@@ -137,20 +148,24 @@ class IterationCheckpoint(Checkpoint):
             trainer.save_checkpoint(partial, weights_only=False)
             if trainer.is_global_zero:
                 _flush_to_disk(partial)
-                os.replace(partial, filepath)
-                _flush_to_disk(self.dirpath)  # the rename itself
         except OSError as error:
-            with contextlib.suppress(OSError):
-                os.remove(partial)
-            kept = (f"The previous checkpoint {filepath} is intact" if os.path.isfile(filepath)
-                    else "No earlier checkpoint exists")
-            cause = "the disk is full" if error.errno == errno.ENOSPC else error.strerror or str(error)
-            raise TrainingError(
-                f"Writing the checkpoint {filepath} failed: {cause} ({type(error).__name__}: {error}). "
-                f"{kept}. Free space (or give IterationCheckpoint another dirpath) and resume "
-                "with --ckpt_path last."
-            ) from error
+            raise _write_failed(filepath, error) from error
+        self.written = True
         trainer.strategy.barrier("IterationCheckpoint")
+
+    def commit(self, trainer: Trainer) -> None:
+        """Rename what :meth:`save` wrote over ``last.ckpt`` (rank 0; nothing if nothing is waiting)."""
+        if not self.written:
+            return
+        self.written = False
+        filepath = os.path.join(self.dirpath, LAST)
+        if not trainer.is_global_zero:
+            return
+        try:
+            os.replace(f"{filepath}.partial", filepath)
+            _flush_to_disk(self.dirpath)  # the rename itself
+        except OSError as error:
+            raise _write_failed(filepath, error) from error
 
     @override
     def on_save_checkpoint(
@@ -160,6 +175,20 @@ class IterationCheckpoint(Checkpoint):
         for logger in trainer.loggers:
             if isinstance(logger, MLFlowLogger) and logger.run_id is not None:
                 checkpoint[MLFLOW_RUN_KEY] = logger.run_id
+
+
+def _write_failed(filepath: str, error: OSError) -> TrainingError:
+    """The error that stops a fit whose checkpoint write failed (the partial file removed, the previous
+    checkpoint kept)."""
+    with contextlib.suppress(OSError):
+        os.remove(f"{filepath}.partial")
+    kept = (f"The previous checkpoint {filepath} is intact" if os.path.isfile(filepath)
+            else "No earlier checkpoint exists")
+    cause = "the disk is full" if error.errno == errno.ENOSPC else error.strerror or str(error)
+    return TrainingError(
+        f"Writing the checkpoint {filepath} failed: {cause} ({type(error).__name__}: {error}). {kept}. "
+        "Free space (or give IterationCheckpoint another dirpath) and resume with --ckpt_path last."
+    )
 
 
 def _flush_to_disk(path: str) -> None:
