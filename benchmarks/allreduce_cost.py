@@ -6,7 +6,7 @@ Two processes (``torch.multiprocessing``, one thread each on CPU; one GPU each w
 two GPUs) build the config's module at the anchor settings of ``benchmarks/speed_mappo.py``, fill every
 gradient, and time the ways to average them over the ranks:
 
-- ``flat``: ``marl_lightning.distributed.all_reduce_gradients``, what the update does: every gradient
+- ``flat``: ``marl_lightning.launch.distributed.all_reduce_gradients``, what the update does: every gradient
   copied into one buffer, one collective, copied back;
 - ``per_tensor``: one collective per parameter (what a naive loop does);
 - ``overlapped``: one asynchronous collective per parameter, all in flight at once, then waited for
@@ -53,7 +53,7 @@ def _worker(rank: int, world: int, init_file: str, config: str, backend: str, ca
     torch.set_num_threads(1)
     device = torch.device(f"cuda:{rank}") if backend == "nccl" else torch.device("cpu")
     dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=world)
-    from marl_lightning.distributed import all_reduce_gradients
+    from marl_lightning.launch.distributed import all_reduce_gradients
 
     parameters = [p.to(device) for p in _module_parameters(config)]
     for p in parameters:

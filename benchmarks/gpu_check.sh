@@ -87,7 +87,7 @@ fi
 # ddp: Lightning's default backend (NCCL on a GPU), gloo: gloo on the GPU
 two_ranks() {
   local folder=/tmp/two_ranks_$1 strategy=ddp
-  [ "$1" = gloo ] && strategy='{"class_path": "marl_lightning.distributed.RolloutDDPStrategy",
+  [ "$1" = gloo ] && strategy='{"class_path": "marl_lightning.launch.distributed.RolloutDDPStrategy",
     "init_args": {"process_group_backend": "gloo"}}'
   local times="[{\"class_path\": \"callbacks.IterationTimes\", \"init_args\": {\"path\": \"$folder/times.jsonl\"}}]"
   rm -rf "$folder" && mkdir -p "$folder/n0" "$folder/n1"

@@ -1,4 +1,4 @@
-"""What the NaN/Inf guard (marl_lightning/health.py, envs/finite.py) costs per iteration, in one process.
+"""What the NaN/Inf guard (marl_lightning/safety/health.py, envs/finite.py) costs an iteration (one process).
 
 At the default MAPPO settings (VMAS navigation, 60 envs x 100 steps, 10 epochs of minibatches of 400,
 256x256 networks, CPU) it times, interleaved, ``--repeats`` times each:
@@ -22,9 +22,9 @@ import torch
 from lightning.pytorch.callbacks import LambdaCallback
 from torchrl.envs import RewardSum, TransformedEnv
 
-from marl_lightning import keys
 from marl_lightning.cli import MarlCLI
-from marl_lightning.health import UpdateGuard, nonfinite_data
+from marl_lightning.core import keys
+from marl_lightning.safety.health import UpdateGuard, nonfinite_data
 
 ARGS = ["--config", "conf/mappo.yaml", "--trainer.logger", "false", "--trainer.callbacks", "null",
         "--trainer.enable_checkpointing", "false", "--trainer.limit_val_batches", "0",

@@ -19,8 +19,8 @@ import tempfile
 
 import torch
 
-from marl_lightning import keys
 from marl_lightning.cli import MarlCLI
+from marl_lightning.core import keys
 from marl_lightning.data.team_signals import expand_team_signals
 from marl_lightning.objectives.perla import exact_marginal_q, marginal_q, marginal_value, sample_joint_actions
 

@@ -20,7 +20,7 @@ import torch
 from torchrl.envs import SerialEnv
 from torchrl.envs.libs.pettingzoo import PettingZooWrapper
 
-from marl_lightning import keys
+from marl_lightning.core import keys
 from marl_lightning.envs.pettingzoo import AttributeForwardingPettingZooWrapper
 
 STEPS = 25  # mpe2's max_cycles: one episode

@@ -6,7 +6,7 @@ Usage: python benchmarks/ratio_game_exact.py [--stepsizes 0.001 0.01 0.05] [--it
 
 - Sequential (Algorithm 1 with exact evaluation, Proposition 4.2 in parameters): per iteration, for agent
   m = 1, 2 in order, θ^m ← θ^m + η Q^{1:m}_{π_k}(s, a^{1:m}); agent 2's softmax table conditions on agent 1's
-  action (the paper's conditional policies), Q^{1:m} is computed exactly by ``marl_lightning.tabular``.
+  action (the paper's conditional policies), Q^{1:m} is computed exactly by ``marl_lightning.exact.tabular``.
 - Independent mirror descent (an ablation): the same step, agent 2 unconditional, on its marginal Q^2(a2).
 - Independent PG: softmax policies (x, 1 − x), (y, 1 − y), θ^i ← θ^i + η ∂V/∂θ^i, the exact gradient of
   V = π1ᵀRπ2 / π1ᵀSπ2, both agents from the same π_k.
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from marl_lightning.envs.ratio_game import RatioGameTask, ratio_game_value
-from marl_lightning.tabular import joint_value, prefix_q
+from marl_lightning.exact.tabular import joint_value, prefix_q
 
 REPORT_AT = (10, 100, 1000, 5000, 10000, 20000)
 

@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from typing_extensions import override
 
-from marl_lightning.errors import ConfigError
+from marl_lightning.core.errors import ConfigError
 
 
 def adapt_beta(

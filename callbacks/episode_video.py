@@ -11,8 +11,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import MLFlowLogger
 from typing_extensions import override
 
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.data.seeding import restore_rng_states, rng_states
-from marl_lightning.errors import ConfigError
 from marl_lightning.render import check_output, record_episodes, write_video
 
 VIDEO_ARTIFACT_DIR = "videos"

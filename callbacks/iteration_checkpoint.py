@@ -14,10 +14,10 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from typing_extensions import override
 
-from marl_lightning.errors import ConfigError, Interrupted, TrainingError
-from marl_lightning.loggers import MLFLOW_RUN_KEY
-from marl_lightning.slurm import requeue
-from marl_lightning.stop_signals import StopSignals
+from marl_lightning.core.errors import ConfigError, Interrupted, TrainingError
+from marl_lightning.launch.slurm import requeue
+from marl_lightning.safety.stop_signals import StopSignals
+from marl_lightning.tracking.loggers import MLFLOW_RUN_KEY
 
 LAST = "last.ckpt"
 ARTIFACT_FOLDER = "checkpoints"  # the final checkpoint in the MLflow run: checkpoints/last.ckpt
@@ -36,16 +36,17 @@ class IterationCheckpoint(Checkpoint):
     or power loss included, leaves a truncated ``last.ckpt``: it is always the newest complete checkpoint,
     and every iteration it holds is in the MLflow run (a kill between the write and the loggers leaves the
     previous checkpoint, and the resumed fit runs that iteration again). A write that fails (a full disk)
-    stops the fit with a :class:`~marl_lightning.errors.TrainingError` and leaves the previous checkpoint
+    stops the fit with a :class:`~marl_lightning.core.errors.TrainingError` and leaves the previous checkpoint
     as it was. As a Lightning ``Checkpoint`` it runs after every other callback of the iteration (β
     updates land in the file).
 
-    Stop signals (SIGTERM, SIGINT, SIGUSR1; ``marl_lightning.stop_signals``): once training has started,
-    the iteration in flight is finished (and logged), a checkpoint written whatever
+    Stop signals (SIGTERM, SIGINT, SIGUSR1; ``marl_lightning.safety.stop_signals``): once training has
+    started, the iteration in flight is finished (and logged), a checkpoint written whatever
     ``every_n_iterations`` says, and the fit ends before the next iteration with
-    :class:`~marl_lightning.errors.Interrupted` (the MLflow run KILLED, exit status 128 + the signal's
+    :class:`~marl_lightning.core.errors.Interrupted` (the MLflow run KILLED, exit status 128 + the signal's
     number). A second signal stops at once. Under SLURM, its requeue signal (SIGUSR1, ``#SBATCH
-    --signal=USR1@90``) also requeues the job once the checkpoint is in place (``marl_lightning.slurm``).
+    --signal=USR1@90``) also requeues the job once the checkpoint is in place
+    (``marl_lightning.launch.slurm``).
     ``kill -9`` loses at most the iterations since the last checkpoint whose metrics were logged
     (``every_n_iterations``; at the default, the iteration in flight and, if the kill came while it was
     being logged, the one before).

@@ -14,27 +14,50 @@ from __future__ import annotations
 import importlib
 import sys
 
-from marl_lightning.errors import ConfigError, Interrupted, TrainingError, find_in_chain, paragraph
+from marl_lightning.core.errors import ConfigError, Interrupted, TrainingError, find_in_chain, paragraph
 
 # Subcommand -> module whose ``main(argv: list[str]) -> int`` runs it.
 WORKFLOWS = {
     "grid": "marl_lightning.grid.command",
     "compare": "marl_lightning.compare.command",
     "render": "marl_lightning.render.command",
-    "replay": "marl_lightning.replay_command",
+    "replay": "marl_lightning.tracking.replay",
 }
+# Every subcommand, for the top-level help (printed without importing torch or Lightning).
+SUBCOMMANDS = {
+    "fit": "train an algorithm: --config conf/<algorithm>.yaml [--config conf/env/<task>.yaml]",
+    "validate": "evaluate a checkpoint (--ckpt_path PATH, or runs:/<run id>/<path> from MLflow)",
+    "test": "evaluate a checkpoint on the test episodes, like validate",
+    "grid": "run a grid of fits (algorithms x tasks x axes x seeds) as MLflow child runs",
+    "compare": "compare groups of MLflow runs: IQM, probability of improvement, curves (rliable)",
+    "render": "render episodes of a trained policy to a GIF or MP4, logged to MLflow",
+    "replay": "send the metrics a fit spooled during a tracking-server outage into its run",
+}
+USAGE = "usage: python -m marl_lightning {" + ",".join(SUBCOMMANDS) + "} [options]"
+
+
+def top_level_help() -> str:
+    """The help of ``python -m marl_lightning`` itself: the subcommands, one line each."""
+    rows = "\n".join(f"  {name:<10}{text}" for name, text in SUBCOMMANDS.items())
+    return (
+        f"{USAGE}\n\nCooperative multi-agent trust-region policy gradients on PyTorch Lightning.\n\n"
+        f"subcommands:\n{rows}\n\n`python -m marl_lightning <subcommand> --help` lists every setting of one."
+    )
 
 
 def cli_main(args: list[str] | None = None) -> None:
     """Run a subcommand; a user error prints one paragraph and exits with status 2, no traceback."""
     argv = sys.argv[1:] if args is None else list(args)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(top_level_help(), file=sys.stdout if argv else sys.stderr)
+        sys.exit(0 if argv else 2)
     try:
         if argv and argv[0] in WORKFLOWS:
             status = importlib.import_module(WORKFLOWS[argv[0]]).main(argv[1:])
             sys.exit(status)
-        from marl_lightning.argument_errors import check_config_files
-        from marl_lightning.artifacts import resolve_mlflow_arguments
         from marl_lightning.cli import MarlCLI
+        from marl_lightning.safety.argument_errors import check_config_files
+        from marl_lightning.tracking.artifacts import resolve_mlflow_arguments
 
         resolved = resolve_mlflow_arguments(argv)
         check_config_files(resolved)

@@ -15,16 +15,16 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from typing_extensions import override
 
 from marl_lightning.algorithms.validation import check_budget, check_minibatching, check_strategy
-from marl_lightning.argument_errors import one_paragraph
-from marl_lightning.checkpoint_checks import check_fits_config, load_checkpoint
+from marl_lightning.core.errors import ConfigError, find_in_chain
 from marl_lightning.data import RolloutDataModule
-from marl_lightning.distributed import RolloutDDPStrategy
 from marl_lightning.envs.base import EnvSpec
-from marl_lightning.errors import ConfigError, find_in_chain
-from marl_lightning.loggers import MLFLOW_RUN_KEY
-from marl_lightning.loggers import MLFlowLogger as ContinuableMLFlowLogger
-from marl_lightning.run_tags import fit_tags
-from marl_lightning.tracking_store import check_store_for_logging
+from marl_lightning.launch.distributed import RolloutDDPStrategy
+from marl_lightning.safety.argument_errors import one_paragraph
+from marl_lightning.safety.checkpoint_checks import check_fits_config, load_checkpoint
+from marl_lightning.tracking.loggers import MLFLOW_RUN_KEY
+from marl_lightning.tracking.loggers import MLFlowLogger as ContinuableMLFlowLogger
+from marl_lightning.tracking.run_tags import fit_tags
+from marl_lightning.tracking.store import check_store_for_logging
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Read before any --config, for every subcommand: the trainer's settings (one place) and the default task.

@@ -10,7 +10,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from marl_lightning import keys
+from marl_lightning.core import keys
 from marl_lightning.envs import EnvSpec
 from marl_lightning.models.activations import sigmoid_form_pays
 

@@ -16,7 +16,7 @@ from tensordict import TensorDictBase
 from torchrl.envs import EnvBase, Transform, TransformedEnv
 from typing_extensions import override
 
-from marl_lightning import keys
+from marl_lightning.core import keys
 from marl_lightning.envs.stochastic_game import StochasticGameTask
 
 

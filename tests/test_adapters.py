@@ -1,6 +1,6 @@
 """Pins what marl_lightning relies on in a dependency's private API, so a release that changes it fails here.
 
-The only such adapter is ``marl_lightning.loggers.MLFlowLogger`` (Lightning's ``MLFlowLogger``: its
+The only such adapter is ``marl_lightning.tracking.loggers.MLFlowLogger`` (Lightning's ``MLFlowLogger``: its
 ``_experiment_name``, ``_run_name``, ``_run_id``, ``_initialized``, ``_mlflow_client``, ``_tracking_uri``,
 ``_checkpoint_callback``/``_scan_and_log_checkpoints`` and the fabric helpers
 ``_convert_params``/``_flatten_dict``).
@@ -15,7 +15,7 @@ from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 from mlflow.tracking import MlflowClient
 
-from marl_lightning.loggers import LIGHTNING_DEFAULT_EXPERIMENT, MLFlowLogger
+from marl_lightning.tracking.loggers import LIGHTNING_DEFAULT_EXPERIMENT, MLFlowLogger
 from tests.conftest import REPO
 
 
@@ -96,7 +96,7 @@ def test_the_store_is_opened_at_its_first_use_and_never_by_a_rank_other_than_0(t
 
     from lightning.pytorch.utilities import rank_zero_only
 
-    from marl_lightning.loggers import deferred_client_class
+    from marl_lightning.tracking.loggers import deferred_client_class
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     first = MLFlowLogger(tracking_uri=uri, experiment_name="e")
@@ -165,7 +165,7 @@ def _private_uses(path: Path, own: set[str]) -> set[str]:
 # The adapters, each with the private names of its dependency it uses, pinned by the tests: Lightning's
 # MLflow logger (the tests above) and TorchRL's MultiAgentMLP under torch.compile (tests/test_compile.py).
 ADAPTERS = {
-    "marl_lightning/loggers.py": {
+    "marl_lightning/tracking/loggers.py": {
         "_experiment_name", "_run_name", "_run_id", "_initialized", "_mlflow_client", "_tracking_uri",
         "_checkpoint_callback", "_scan_and_log_checkpoints", "_convert_params", "_flatten_dict",
     },

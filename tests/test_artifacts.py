@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from marl_lightning.__main__ import cli_main
-from marl_lightning.artifacts import resolve_mlflow_arguments
+from marl_lightning.tracking.artifacts import resolve_mlflow_arguments
 
 
 @pytest.fixture

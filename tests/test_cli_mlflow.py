@@ -162,7 +162,7 @@ def test_resumed_fit_continues_its_mlflow_run(in_tmp):
 
 
 def test_a_checkpoint_run_missing_from_the_store_is_not_continued(in_tmp):
-    from marl_lightning.loggers import MLFlowLogger
+    from marl_lightning.tracking.loggers import MLFlowLogger
 
     logger = MLFlowLogger(experiment_name="x", tracking_uri=f"sqlite:///{in_tmp / 'other.db'}")
     with pytest.warns(UserWarning, match="not in the store"):

@@ -20,10 +20,10 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from rliable import library, metrics
 
-from marl_lightning import run_tags
 from marl_lightning.__main__ import cli_main
 from marl_lightning.compare.command import main
-from marl_lightning.errors import ConfigError
+from marl_lightning.core.errors import ConfigError
+from marl_lightning.tracking import run_tags
 
 TASKS = ("alpha", "beta")
 GROUPS = ("bad", "good", "mid")

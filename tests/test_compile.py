@@ -14,7 +14,7 @@ import torch
 from marl_lightning.algorithms import MAPPO
 from marl_lightning.algorithms.update import total_loss
 from marl_lightning.cli import MarlCLI
-from marl_lightning.errors import ConfigError
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.models.activations import KERNEL_ENV, sigmoid_form_pays
 from marl_lightning.models.compile import compile_networks
 from tests.conftest import CONF, make_spec, synthetic_batch

@@ -14,7 +14,7 @@ RUNS, STEPS = 4, 20
 # metric at every step, and finishes the run. Every process waits for the go file, then all start at once.
 CHILD = textwrap.dedent("""
     import sys, time, pathlib
-    from marl_lightning.loggers import MLFlowLogger
+    from marl_lightning.tracking.loggers import MLFlowLogger
     uri, index, go = sys.argv[1], int(sys.argv[2]), pathlib.Path(sys.argv[3])
     while not go.exists():
         time.sleep(0.01)

@@ -66,7 +66,7 @@ def test_trainer_settings_come_from_the_one_default_file(in_tmp):
     assert cli.trainer.val_check_interval == 20 and cli.trainer.log_every_n_steps == 1
     ours = [type(cb).__name__ for cb in cli.trainer.callbacks if type(cb).__module__.startswith("callbacks")]
     assert ours == ["TrustRegionMonitor", "IterationCheckpoint"]
-    assert type(cli.trainer.logger).__module__ == "marl_lightning.loggers"
+    assert type(cli.trainer.logger).__module__ == "marl_lightning.tracking.loggers"
     assert cli.datamodule.env_factory.scenario_kwargs["lidar_range"] == 0.35  # conf/env/navigation.yaml
     # and nothing else repeats them: no algorithm file sets a trainer loop setting or a task
     for config in CONFIGS:

@@ -12,8 +12,9 @@ import vmas
 from scipy.optimize import linear_sum_assignment
 from torchrl.envs.utils import check_env_specs
 
-from marl_lightning import keys
 from marl_lightning.cli import MarlCLI
+from marl_lightning.core import keys
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs import Vmas
 from marl_lightning.envs.scenarios import (
     MAX_ENUMERATED_AGENTS,
@@ -22,7 +23,6 @@ from marl_lightning.envs.scenarios import (
     min_cost_assignment,
 )
 from marl_lightning.envs.vmas import available_scenarios
-from marl_lightning.errors import ConfigError
 from tests.conftest import CONF, SMALL_RUN_ARGS, cli_args
 
 NAMES = sorted(name for name, cls in SCENARIOS.items() if issubclass(cls, FormationScenario))

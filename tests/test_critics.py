@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from marl_lightning import keys
+from marl_lightning.core import keys
 from marl_lightning.models import build_critic
 from tests.conftest import make_spec, synthetic_batch
 

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from marl_lightning.distributed import all_reduce_gradients, broadcast_from_rank_zero, reduce
+from marl_lightning.launch.distributed import all_reduce_gradients, broadcast_from_rank_zero, reduce
 from tests.conftest import cli_command, metric_history, only_run
 
 

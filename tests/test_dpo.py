@@ -7,9 +7,10 @@ import torch
 
 from callbacks import AdaptiveBeta
 from callbacks.adaptive_beta import adapt_beta
-from marl_lightning import DPO, keys
+from marl_lightning import DPO
 from marl_lightning.cli import MarlCLI
-from marl_lightning.errors import ConfigError
+from marl_lightning.core import keys
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.models import build_actor, build_critic
 from marl_lightning.objectives.divergences import kl_divergence, policy_params
 from marl_lightning.objectives.dpo import DPOLoss, safe_sqrt

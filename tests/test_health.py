@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from marl_lightning.cli import MarlCLI
-from marl_lightning.errors import NonFiniteError
+from marl_lightning.core.errors import NonFiniteError
 from tests.conftest import CONF
 
 pytestmark = pytest.mark.simulator

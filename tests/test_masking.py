@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from marl_lightning import keys
 from marl_lightning.cli import MarlCLI
+from marl_lightning.core import keys
 from marl_lightning.data.team_signals import expand_team_signals
 from marl_lightning.envs import PettingZoo
 from marl_lightning.models import build_actor, build_critic

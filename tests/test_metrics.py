@@ -9,10 +9,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from marl_lightning import DPO, IPPO, JRPPO, MAPPO, PERLAIPPO, PERLAMAPPO, SequentialPPO, metrics
-from marl_lightning.algorithms import PessimisticSequentialPPO
+from marl_lightning import DPO, IPPO, JRPPO, MAPPO, PERLAIPPO, PERLAMAPPO, SequentialPPO
+from marl_lightning.algorithms import PessimisticSequentialPPO, metrics
 from marl_lightning.algorithms.iteration import IterationModule
-from marl_lightning.metrics import Statistic, metric_values, reduce_over_ranks
+from marl_lightning.algorithms.metrics import Statistic, metric_values, reduce_over_ranks
 
 TABLE = {
     "kl": Statistic("tr/kl/agent_{}"),

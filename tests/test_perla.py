@@ -9,7 +9,8 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from marl_lightning import PERLAIPPO, PERLAMAPPO, keys
+from marl_lightning import PERLAIPPO, PERLAMAPPO
+from marl_lightning.core import keys
 from marl_lightning.models import JointActionQCritic, build_actor
 from marl_lightning.objectives.perla import exact_marginal_q, marginal_q, sample_joint_actions
 from tests.conftest import make_spec, synthetic_batch

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from marl_lightning import tabular
 from marl_lightning.cli import MarlCLI
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs import StochasticGameTask
 from marl_lightning.envs.ratio_game import RatioGameTask, ratio_game_value
-from marl_lightning.errors import ConfigError
+from marl_lightning.exact import tabular
 from tests.conftest import CONF
 
 TINY = {"n_states": 2, "n_agents": 2, "n_actions": 2, "horizon": 3, "n_successors": 2}

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torchrl.envs.utils import check_env_specs
 
-from marl_lightning import keys
 from marl_lightning.cli import MarlCLI
+from marl_lightning.core import keys
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs import PettingZoo
-from marl_lightning.errors import ConfigError
 from tests.conftest import CONF, cli_args
 
 pytestmark = pytest.mark.simulator

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from marl_lightning import keys
+from marl_lightning.core import keys
 from marl_lightning.models import build_actor, build_critic
 from marl_lightning.objectives import MultiAgentPPOLoss
 from tests.conftest import make_spec, synthetic_batch

@@ -11,9 +11,10 @@ from torch import nn
 from torchrl.envs.utils import check_env_specs, step_mdp
 from torchrl.modules import ProbabilisticActor
 
-from marl_lightning import keys
 from marl_lightning.__main__ import cli_main
 from marl_lightning.cli import MarlCLI
+from marl_lightning.core import keys
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs.ratio_game import (
     REWARD_MATRIX,
     STOP_MATRIX,
@@ -24,7 +25,6 @@ from marl_lightning.envs.ratio_game import (
     ratio_game_observation,
     ratio_game_value,
 )
-from marl_lightning.errors import ConfigError
 from tests.conftest import CONF, SMALL_RUN_ARGS
 
 RATIO_GAME_CONFIG = CONF / "env" / "ratio_game.yaml"

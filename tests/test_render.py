@@ -11,13 +11,13 @@ import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image, ImageSequence
 
-from marl_lightning import keys
 from marl_lightning.__main__ import cli_main
+from marl_lightning.core import keys
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs import RatioGameTask, StochasticGameTask
-from marl_lightning.errors import ConfigError
-from marl_lightning.loggers import MLFLOW_RUN_KEY
 from marl_lightning.render import check_output, record_episodes, write_video
 from marl_lightning.render.command import main as render_main
+from marl_lightning.tracking.loggers import MLFLOW_RUN_KEY
 from tests.conftest import CONF, SMALL_RUN_ARGS, cli_args
 
 STEPS = 20  # SMALL_RUN_ARGS: episodes of 20 steps

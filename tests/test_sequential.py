@@ -9,9 +9,10 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from marl_lightning import SequentialPPO, keys
+from marl_lightning import SequentialPPO
 from marl_lightning.cli import MarlCLI
-from marl_lightning.errors import ConfigError
+from marl_lightning.core import keys
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.models import build_actor, build_critic
 from marl_lightning.objectives.agentwise_adam import AgentwiseAdam
 from marl_lightning.objectives.sequential import SequentialPPOLoss

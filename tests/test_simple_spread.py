@@ -10,11 +10,11 @@ import torch
 import vmas
 from torchrl.envs.utils import check_env_specs
 
-from marl_lightning import keys
 from marl_lightning.cli import MarlCLI
+from marl_lightning.core import keys
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs import Vmas
 from marl_lightning.envs.scenarios import SimpleSpread
-from marl_lightning.errors import ConfigError
 from tests.conftest import CONF, SMALL_RUN_ARGS, cli_args
 
 N = 5

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from marl_lightning.slurm import job_id
+from marl_lightning.launch.slurm import job_id
 from tests.conftest import checkpoint_iterations, cli_command, only_run
 
 CHECKPOINT = Path("checkpoints") / "mappo-navigation" / "mappo-navigation-seed0" / "last.ckpt"

@@ -10,8 +10,9 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs.utils import check_env_specs
 
-from marl_lightning import keys
 from marl_lightning.cli import MarlCLI
+from marl_lightning.core import keys
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs.base import spec_from_env
 from marl_lightning.envs.stochastic_game import (
     DEFAULT_HORIZON,
@@ -19,7 +20,6 @@ from marl_lightning.envs.stochastic_game import (
     StochasticGameTask,
     joint_action_index,
 )
-from marl_lightning.errors import ConfigError
 from tests.conftest import CONF
 
 SMALL = {"n_states": 5, "n_agents": 3, "n_actions": 3, "horizon": 10, "n_successors": 3}

@@ -9,10 +9,10 @@ import itertools
 import pytest
 import torch
 
-from marl_lightning import box_qp, tabular
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs import StochasticGameTask
 from marl_lightning.envs.ratio_game import VALUE_MAX, VALUE_MIN, RatioGameTask
-from marl_lightning.errors import ConfigError
+from marl_lightning.exact import box_qp, tabular
 
 TINY = {"n_states": 2, "n_agents": 2, "n_actions": 2, "horizon": 3, "n_successors": 2}
 UNBOUNDED = (-float("inf"), float("inf"))

@@ -16,7 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from marl_lightning.__main__ import cli_main
-from marl_lightning.tracking_spool import SENT_SUFFIX, read
+from marl_lightning.tracking.spool import SENT_SUFFIX, read
 from tests.conftest import REPO, checkpoint_iterations, cli_command
 from tests.tracking_server import TrackingServer
 
@@ -151,7 +151,7 @@ def test_a_spool_cut_off_by_a_kill_keeps_its_complete_records(tmp_path):
 def test_a_spool_left_by_a_killed_fit_is_sent_by_the_next_one_from_where_it_stopped(tmp_path):
     # What a resumed fit does with the spool of its run (the logger opens it when it continues the run):
     # the records not yet delivered are sent, in order, and the file removed. Here into a local store.
-    from marl_lightning.tracking_spool import MetricSpool, spool_path
+    from marl_lightning.tracking.spool import MetricSpool, spool_path
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)

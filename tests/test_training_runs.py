@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from marl_lightning import MAPPO, keys
+from marl_lightning import MAPPO
 from marl_lightning.cli import MarlCLI
+from marl_lightning.core import keys
 from tests.conftest import cli_args
 
 pytestmark = pytest.mark.simulator

@@ -9,8 +9,9 @@ import pytest
 import torch
 from tensordict import TensorDict
 
-from marl_lightning import JRPPO, MAPPO, keys
+from marl_lightning import JRPPO, MAPPO
 from marl_lightning.cli import MarlCLI
+from marl_lightning.core import keys
 from marl_lightning.models import build_actor, build_critic
 from marl_lightning.objectives.divergences import total_variation
 from marl_lightning.objectives.jrppo import JointRatioPPOLoss, joint_log_ratio

@@ -5,7 +5,7 @@ estimates advantages (:meth:`compute_advantages`), flattens and standardises the
 phases (:meth:`update_phases`; each phase is ``num_epochs`` passes of minibatches, one
 :meth:`gradient_step` each) and measures how far the policy moved (:meth:`iteration_statistics`).
 NaN and Inf in the env's data, the losses and the gradients are found and stopped on, or skipped, by the
-module's ``health`` guard (``marl_lightning/health.py``). Counters, the budget, seeding and logging
+module's ``health`` guard (``marl_lightning/safety/health.py``). Counters, the budget, seeding and logging
 belong to ``IterationModule`` (``iteration.py``).
 
 An algorithm overrides as little as it can: :meth:`make_loss` (its objective), and where it needs them
@@ -18,43 +18,31 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from tensordict import TensorDictBase
-from torch import nn
 from typing_extensions import override
 
-from marl_lightning import keys, metrics
+from marl_lightning.algorithms import metrics
 from marl_lightning.algorithms.evaluation import log_evaluation
 from marl_lightning.algorithms.iteration import Iteration, IterationModule, env_spec_of
-from marl_lightning.algorithms.update import UpdatePhase, UpdateRecord, total_loss
+from marl_lightning.algorithms.update import UpdatePhase, UpdateRecord, flatten_for_update, total_loss
 from marl_lightning.algorithms.validation import check_minibatching, check_ppo_settings, check_strategy
+from marl_lightning.core import keys
 from marl_lightning.data.rollout import Rollout, finished_episode_returns
-from marl_lightning.distributed import all_reduce_gradients, world_size
 from marl_lightning.envs.base import EnvSpec
-from marl_lightning.health import NonFiniteGuard, OnNonFinite, nonfinite_data, skip_counts
+from marl_lightning.launch.distributed import all_reduce_gradients, parameter_checksum, world_size
 from marl_lightning.models import build_actor, build_critic
-from marl_lightning.models.activations import Tanh
+from marl_lightning.models.activations import ACTIVATIONS, Activation
 from marl_lightning.models.compile import CompileMode, check_compile_mode, compile_networks
 from marl_lightning.objectives import (
-    PARAM_KEYS,
     LossCriticType,
     MultiAgentPPOLoss,
-    agent_mask,
-    episode_ends,
-    gae,
-    kl_divergence,
-    masked_mean_per_agent,
-    policy_params,
-    standardise_per_agent,
-    total_variation,
-    write_advantages,
+    policy_movement,
+    write_gae,
 )
-
-Activation = Literal["tanh", "relu"]
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": Tanh, "relu": nn.ReLU}  # Tanh: models.activations
-_TRAIN_KEYS = (keys.OBSERVATION, keys.ACTION, keys.ACTION_LOG_PROB, keys.ADVANTAGE, keys.VALUE_TARGET)
+from marl_lightning.safety.health import NonFiniteGuard, OnNonFinite, nonfinite_data, skip_counts
 
 
 class MultiAgentPPOModule(IterationModule):
@@ -85,7 +73,7 @@ class MultiAgentPPOModule(IterationModule):
         share_critic_params: one critic network for all agents.
         on_nonfinite: NaN or Inf in the env's data, a loss term or the gradients: ``stop`` the run naming
             them (the last good checkpoint is kept), or ``skip`` the poisoned iteration or minibatch
-            (``marl_lightning.health``).
+            (``marl_lightning.safety.health``).
         max_skips_in_a_row: with ``skip``, stop once this many iterations or minibatches in a row were
             skipped.
         compile_networks: ``torch.compile`` mode of the networks (``marl_lightning.models.compile``), or
@@ -175,20 +163,12 @@ class MultiAgentPPOModule(IterationModule):
 
     @torch.no_grad()
     def compute_advantages(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        """Write ``("agents", "advantage")`` and ``("agents", "value_target")`` by GAE; return the
-        estimator's own statistics (none here).
-
-        Shapes:
-            batch [B, T]; writes [B, T, A, 1].
-        """
-        value = self.critic(batch).get(keys.STATE_VALUE)
+        """Write ``("agents", "advantage")`` and ``("agents", "value_target")`` by GAE from the critic's
+        values (``objectives.write_gae``); return the estimator's own statistics (none here).
+        Shapes: batch [B, T]; writes [B, T, A, 1]."""
+        value = self.critic(batch).get(keys.STATE_VALUE)  # [B, T, A, 1]
         next_value = self.critic(batch.get(keys.NEXT)).get(keys.STATE_VALUE)
-        done, terminated = episode_ends(batch)
-        advantage, value_target = gae(
-            reward=batch.get(keys.nxt(keys.REWARD)), done=done, terminated=terminated, value=value,
-            next_value=next_value, gamma=self.hparams.gamma, lmbda=self.hparams.lmbda,
-        )
-        write_advantages(batch, advantage, value_target)
+        write_gae(batch, value, next_value, gamma=self.hparams.gamma, lmbda=self.hparams.lmbda)
         return {}
 
     def update_phases(self, flat: TensorDictBase) -> Iterator[UpdatePhase]:
@@ -229,37 +209,20 @@ class MultiAgentPPOModule(IterationModule):
         optimise_done = time.perf_counter()
         statistics |= self.iteration_statistics(flat)
         end = time.perf_counter()
-        update_s = end - start
+        statistics |= metrics.iteration_times(
+            rollout.collect_s, (start, advantages_done, optimise_done, end), frames
+        )
         returns = finished_episode_returns(batch)  # [episodes, A]
-        statistics |= {
-            "collect_s": torch.tensor(rollout.collect_s),
-            "advantages_s": torch.tensor(advantages_done - start),
-            "optimise_s": torch.tensor(optimise_done - advantages_done),
-            "statistics_s": torch.tensor(end - optimise_done),
-            "update_s": torch.tensor(update_s),
-            "frames_per_s": torch.tensor(frames / max(rollout.collect_s + update_s, 1e-9)),
-            "return_mean": metrics.ratio(returns.sum(), returns.numel()),
-        }
+        statistics["return_mean"] = metrics.ratio(returns.sum(), returns.numel())
         if world_size() > 1:  # 0 while every rank holds the same parameters and buffers (β, counters)
-            checksums = [t.detach().double().sum() for t in (*self.parameters(), *self.buffers())]
-            statistics["param_checksum"] = torch.stack(checksums).sum()
+            statistics["param_checksum"] = parameter_checksum(self)
         return Iteration(frames=frames, statistics=statistics)
 
     def training_batch(self, batch: TensorDictBase) -> TensorDictBase:
-        """The keys the update reads, flattened over envs and time, advantages standardised per agent.
-
-        Shapes: batch [B, T] -> [B·T] (agent tensors [B·T, A, ...]).
-        """
+        """The keys the update reads, flattened over envs and time (``update.flatten_for_update``).
+        Shapes: batch [B, T] -> [B·T]."""
         check_minibatching(self.hparams.minibatch_size, batch.numel())
-        extra = [keys.STATE] if self.env_spec.state_dim else []
-        if agent_mask(batch) is not None:
-            extra.append(keys.MASK)
-        present = batch.keys(True)
-        extra += [key for key in PARAM_KEYS if key in present]  # the collecting policy's parameters
-        flat = batch.select(*_TRAIN_KEYS, *extra).reshape(-1)
-        if self.hparams.normalise_advantage:
-            flat.set(keys.ADVANTAGE, standardise_per_agent(flat.get(keys.ADVANTAGE), mask=agent_mask(flat)))
-        return flat
+        return flatten_for_update(batch, bool(self.env_spec.state_dim), self.hparams.normalise_advantage)
 
     def optimise(self, flat: TensorDictBase) -> dict[str, torch.Tensor]:
         """Each phase's ``num_epochs`` passes of shuffled minibatches; returns the record's statistics.
@@ -303,35 +266,14 @@ class MultiAgentPPOModule(IterationModule):
 
     @torch.no_grad()
     def iteration_statistics(self, flat: TensorDictBase) -> dict[str, torch.Tensor]:
-        """Per-agent divergence of the updated policy from the collecting one, on the whole iteration.
-
-        Always: ``kl``, the exact average KL(π_old ‖ π_new) per agent (``divergences.kl_divergence``), and
-        ``entropy`` (exact, or −log π of a fresh sample for a tanh-Gaussian). With ``trust_region_stats``
-        on (``callbacks.TrustRegionMonitor`` turns it on) also ``tv``, the average D_TV(π_old, π_new) per
-        agent (exact for discrete actions, Proposition 5.1 of paper 004; estimated for continuous ones, see
-        ``divergences.total_variation``), its sum over agents ``tv_sum`` (the centralised trust region),
-        and the range of the joint ratio Π_i r_i.
-
-        Shapes:
-            flat [N] -> kl, entropy, tv [A]; tv_sum and the joint ratio range scalars.
-        """
-        old = policy_params(flat)
+        """How far the updated policy moved from the collecting one on the whole iteration, per agent
+        (``objectives.policy_movement``: exact KL and entropy; D_TV, its sum and the joint ratio's range
+        with ``trust_region_stats``, which ``callbacks.TrustRegionMonitor`` turns on).
+        Shapes: flat [N] -> kl, entropy, tv [A]; tv_sum and the joint ratio range scalars."""
         td = flat.select(keys.OBSERVATION).copy()
-        dist = self.actor.get_dist(td)
-        mask = agent_mask(flat)
-        stats = {
-            "kl": masked_mean_per_agent(kl_divergence(old, policy_params(td)), mask),
-            "entropy": masked_mean_per_agent(self.loss_module.entropy(dist), mask),
-        }
-        if self.trust_region_stats:
-            log_ratio = dist.log_prob(flat.get(keys.ACTION)) - flat.get(keys.ACTION_LOG_PROB)  # [N, A]
-            if mask is not None:
-                log_ratio = torch.where(mask, log_ratio, 0.0)
-            joint_ratio = log_ratio.sum(-1).exp()  # [N]
-            tv = masked_mean_per_agent(total_variation(old, policy_params(td), log_ratio), mask)
-            stats |= {"tv": tv, "tv_sum": tv.sum(), "joint_ratio_min": joint_ratio.min(),
-                      "joint_ratio_max": joint_ratio.max()}
-        return stats
+        dist = self.actor.get_dist(td)  # writes the updated policy's parameters into td
+        entropy = self.loss_module.entropy(dist)  # [N, A]
+        return policy_movement(flat, td, dist, entropy, with_trust_region=self.trust_region_stats)
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

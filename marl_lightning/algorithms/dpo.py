@@ -7,7 +7,7 @@ from typing import Any
 from typing_extensions import override
 
 from marl_lightning.algorithms.base import MultiAgentPPOModule
-from marl_lightning.errors import ConfigError
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.objectives.dpo import DPOLoss
 
 _LOSS_OPTIONS = ("beta_init", "scale_by_n_agents", "sqrt_kl_per_state", "clip", "use_sqrt_kl", "use_kl")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDictBase
 
-from marl_lightning import metrics
+from marl_lightning.algorithms import metrics
 from marl_lightning.algorithms.iteration import IterationModule
 from marl_lightning.data.rollout import finished_episode_returns
-from marl_lightning.distributed import world_size
+from marl_lightning.launch.distributed import world_size
 
 
 def log_evaluation(module: IterationModule, batch: TensorDictBase) -> None:

@@ -12,10 +12,10 @@ import lightning.pytorch as pl
 import torch
 from typing_extensions import override
 
-from marl_lightning import metrics
+from marl_lightning.algorithms import metrics
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.data.seeding import derived_seed, restore_rng_states, rng_states, run_seed, seed_all
 from marl_lightning.envs.base import EnvSpec
-from marl_lightning.errors import ConfigError
 
 
 @dataclass

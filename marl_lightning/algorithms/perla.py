@@ -8,10 +8,12 @@ import torch
 from tensordict import TensorDictBase
 from typing_extensions import override
 
-from marl_lightning import keys, metrics
-from marl_lightning.algorithms.base import ACTIVATIONS, MultiAgentPPOModule
-from marl_lightning.errors import ConfigError
+from marl_lightning.algorithms import metrics
+from marl_lightning.algorithms.base import MultiAgentPPOModule
+from marl_lightning.core import keys
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.models import JointActionQCritic
+from marl_lightning.models.activations import ACTIVATIONS
 from marl_lightning.objectives import episode_ends, gae, write_advantages
 from marl_lightning.objectives.perla import PERLALoss, marginal_q, marginal_value, sample_joint_actions
 

@@ -8,11 +8,12 @@ from typing import Any, Literal
 import torch
 from typing_extensions import override
 
-from marl_lightning import metrics, tabular
+from marl_lightning.algorithms import metrics
 from marl_lightning.algorithms.iteration import Iteration, IterationModule, env_spec_of
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.data.seeding import derived_seed, run_seed
 from marl_lightning.envs.base import EnvSpec
-from marl_lightning.errors import ConfigError
+from marl_lightning.exact import tabular
 
 
 class PessimisticSequentialPPO(IterationModule):

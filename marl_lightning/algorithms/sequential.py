@@ -11,11 +11,12 @@ import torch
 from tensordict import TensorDictBase
 from typing_extensions import override
 
-from marl_lightning import keys, metrics
+from marl_lightning.algorithms import metrics
 from marl_lightning.algorithms.base import MultiAgentPPOModule
 from marl_lightning.algorithms.update import UpdatePhase
-from marl_lightning.distributed import broadcast_from_rank_zero, world_size
-from marl_lightning.errors import ConfigError
+from marl_lightning.core import keys
+from marl_lightning.core.errors import ConfigError
+from marl_lightning.launch.distributed import broadcast_from_rank_zero, world_size
 from marl_lightning.objectives.agentwise_adam import AgentwiseAdam
 from marl_lightning.objectives.sequential import Regulariser, SequentialPPOLoss
 

@@ -8,7 +8,29 @@ from dataclasses import dataclass
 import torch
 from tensordict import TensorDictBase
 
+from marl_lightning.core import keys
+from marl_lightning.objectives import PARAM_KEYS, agent_mask, standardise_per_agent
+
 LOSS_PREFIX = "loss_"
+_TRAIN_KEYS = (keys.OBSERVATION, keys.ACTION, keys.ACTION_LOG_PROB, keys.ADVANTAGE, keys.VALUE_TARGET)
+
+
+def flatten_for_update(batch: TensorDictBase, with_state: bool, normalise_advantage: bool) -> TensorDictBase:
+    """The keys the update reads (observations, actions and their log-probs, advantages, value targets, the
+    collecting policy's parameters, the agent mask and the global state where present), flattened over
+    envs and time; advantages standardised per agent when ``normalise_advantage``.
+
+    Shapes: batch [B, T] -> [B·T] (agent tensors [B·T, A, ...]).
+    """
+    extra = [keys.STATE] if with_state else []
+    if agent_mask(batch) is not None:
+        extra.append(keys.MASK)
+    present = batch.keys(True)
+    extra += [key for key in PARAM_KEYS if key in present]  # the collecting policy's parameters
+    flat = batch.select(*_TRAIN_KEYS, *extra).reshape(-1)
+    if normalise_advantage:
+        flat.set(keys.ADVANTAGE, standardise_per_agent(flat.get(keys.ADVANTAGE), mask=agent_mask(flat)))
+    return flat
 
 
 @dataclass

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from lightning.pytorch import Trainer
 
-from marl_lightning.distributed import RolloutDDPStrategy
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs.base import EnvSpec
-from marl_lightning.errors import ConfigError
+from marl_lightning.launch.distributed import RolloutDDPStrategy
 
 
 def check_minibatching(minibatch_size: int, frames_per_batch: int) -> None:

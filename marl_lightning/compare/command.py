@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from marl_lightning import run_tags
-from marl_lightning.artifacts import default_tracking_uri
 from marl_lightning.compare import figures, marl_eval, statistics, tables
 from marl_lightning.compare.checks import design_warnings
 from marl_lightning.compare.normalisation import REFERENCE, Normalisation, normalisation
 from marl_lightning.compare.selection import SUMMARY_EXPERIMENT, Selection, select
-from marl_lightning.errors import ConfigError
-from marl_lightning.tracking_store import open_store, ui_hint
+from marl_lightning.core.errors import ConfigError
+from marl_lightning.tracking import run_tags
+from marl_lightning.tracking.artifacts import default_tracking_uri
+from marl_lightning.tracking.store import open_store, ui_hint
 
 DEFAULT_REPS = 2000
 ARTIFACT_FOLDER = "comparison"

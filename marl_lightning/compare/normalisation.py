@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
-from marl_lightning import run_tags
 from marl_lightning.compare.selection import RunHistory
+from marl_lightning.tracking import run_tags
 
 REFERENCE = "reference"
 MIN_MAX = "min-max"

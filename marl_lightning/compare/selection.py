@@ -13,8 +13,8 @@ import numpy as np
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from marl_lightning import run_tags
-from marl_lightning.errors import ConfigError
+from marl_lightning.core.errors import ConfigError
+from marl_lightning.tracking import run_tags
 
 DEFAULT_METRICS = ("eval/return_mean", "train/return_mean")
 SKIPPED_ROLES = ("parent", "summary")

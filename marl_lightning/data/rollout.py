@@ -14,12 +14,12 @@ from torchrl.collectors import Collector
 from torchrl.envs import EnvBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
-from marl_lightning import keys
+from marl_lightning.core import keys
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.data.seeding import derived_seed, run_seed, seed_all
 from marl_lightning.data.team_signals import expand_team_signals
 from marl_lightning.envs.base import EnvFactory, EnvSpec
 from marl_lightning.envs.vmas import Vmas
-from marl_lightning.errors import ConfigError
 
 _EVAL_RANK_OFFSET = 10_000
 

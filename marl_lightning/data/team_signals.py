@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tensordict import TensorDictBase
 
-from marl_lightning import keys
+from marl_lightning.core import keys
 
 
 def expand_team_signals(batch: TensorDictBase, n_agents: int) -> TensorDictBase:

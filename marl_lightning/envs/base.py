@@ -11,9 +11,9 @@ import torch
 from torchrl.data import Bounded, Categorical, TensorSpec, Unbounded
 from torchrl.envs import Compose, EnvBase, RewardSum, TransformedEnv
 
-from marl_lightning import keys
+from marl_lightning.core import keys
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs.finite import FlagNonFiniteObservation
-from marl_lightning.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from torchrl.data import Categorical, Composite
 from torchrl.envs import Transform
 from typing_extensions import override
 
-from marl_lightning import keys
+from marl_lightning.core import keys
 
 
 class FlagNonFiniteObservation(Transform):
@@ -17,8 +17,8 @@ class FlagNonFiniteObservation(Transform):
 
     Without it a NaN observation reaches the policy, whose action distribution then fails mid-collection
     (``torch.multinomial``: "probability tensor contains either inf, nan or element < 0") with no word of
-    the env, the key or the agent. With it the rollout completes and ``marl_lightning.health`` names them
-    once per iteration. Finite observations pass unchanged (no host sync here, one ``isfinite`` a step).
+    the env, the key or the agent. With it the rollout completes and ``marl_lightning.safety.health`` names
+    them once per iteration. Finite observations pass unchanged (no host sync here, one ``isfinite`` a step).
     """
 
     def __init__(self) -> None:

@@ -18,9 +18,9 @@ import torch
 from torchrl.envs import EnvBase, ParallelEnv, SerialEnv
 from torchrl.envs.libs.pettingzoo import PettingZooWrapper
 
-from marl_lightning import keys
+from marl_lightning.core import keys
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs.base import EnvFactory
-from marl_lightning.errors import ConfigError
 
 
 def load_parallel_env_constructor(path: str) -> Callable[..., Any]:

@@ -19,14 +19,15 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from marl_lightning import keys
+from marl_lightning.core import keys
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs.base import EnvFactory
-from marl_lightning.errors import ConfigError
-from marl_lightning.tabular import TabularGame
+from marl_lightning.exact.tabular import TabularGame
 
 N_AGENTS = 2
 N_ACTIONS = 2
-# TorchRL's root truncation flag (done = terminated | truncated); marl_lightning.keys has no name for it yet.
+# TorchRL's root truncation flag (done = terminated | truncated); marl_lightning.core.keys has no name
+# for it yet.
 TRUNCATED = "truncated"
 # Paper 002, Appendix E: rows are agent 0's action a1, columns agent 1's action a2. Stored in float64 so that
 # ratio_game_value is exact in float64; the env steps in float32.
@@ -225,8 +226,9 @@ class RatioGameTask(EnvFactory):
         return RatioGame(num_envs=num_envs, max_steps=self._max_steps, device=device, seed=seed)
 
     def tabular_model(self) -> TabularGame:
-        """The game for ``marl_lightning.tabular``: one state, joint action j = 2·a1 + a2, reward R[a1, a2],
-        continuation with probability 1 − S[a1, a2], undiscounted (the value is π1ᵀRπ2 / π1ᵀSπ2)."""
+        """The game for ``marl_lightning.exact.tabular``: one state, joint action j = 2·a1 + a2, reward
+        R[a1, a2], continuation with probability 1 − S[a1, a2], undiscounted (the value is
+        π1ᵀRπ2 / π1ᵀSπ2)."""
         return TabularGame(
             reward=REWARD_MATRIX.reshape(1, 4).clone(),
             next_prob=(1.0 - STOP_MATRIX).reshape(1, 4, 1).clone(),

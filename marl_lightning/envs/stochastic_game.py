@@ -34,10 +34,10 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite
 from torchrl.envs import EnvBase
 
-from marl_lightning import keys
+from marl_lightning.core import keys
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs.base import EnvFactory
-from marl_lightning.errors import ConfigError
-from marl_lightning.tabular import TabularGame, check_table_size
+from marl_lightning.exact.tabular import TabularGame, check_table_size
 
 DEFAULT_HORIZON = 50
 DEFAULT_N_SUCCESSORS = 3
@@ -435,8 +435,8 @@ class StochasticGameTask(EnvFactory):
         return {"optimum": self.optimal_return(), "random": _uniform_return(*self._game_args())}
 
     def tabular_model(self) -> TabularGame:
-        """The game as a time-augmented tabular model for ``marl_lightning.tabular`` (state (t, s) at index
-        t·S + s, t < H; after step H − 1 the game terminates), undiscounted.
+        """The game as a time-augmented tabular model for ``marl_lightning.exact.tabular`` (state (t, s) at
+        index t·S + s, t < H; after step H − 1 the game terminates), undiscounted.
         """
         s, h = self.n_states, self.horizon
         check_table_size(s * h, self.n_actions, self.n_agents)

@@ -12,9 +12,9 @@ import torch
 import vmas
 from torchrl.envs.libs.vmas import VmasEnv
 
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs.base import EnvFactory
 from marl_lightning.envs.scenarios import SCENARIOS
-from marl_lightning.errors import ConfigError
 
 
 def available_scenarios() -> list[str]:

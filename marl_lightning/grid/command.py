@@ -14,15 +14,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from marl_lightning.artifacts import default_tracking_uri
 from marl_lightning.cli import default_checkpoint_dir
-from marl_lightning.errors import ConfigError
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.grid.launchers import Launch, LocalLauncher, SlurmLauncher
 from marl_lightning.grid.plan import PlannedRun, check_runs, fit_arguments, plan_runs, python_command
 from marl_lightning.grid.spec import Grid, parse_grid
 from marl_lightning.grid.tracking import GridTracking
-from marl_lightning.stop_signals import INTERRUPTED_EXIT_STATUSES
-from marl_lightning.tracking_store import local_store_path, open_store, ui_hint
+from marl_lightning.safety.stop_signals import INTERRUPTED_EXIT_STATUSES
+from marl_lightning.tracking.artifacts import default_tracking_uri
+from marl_lightning.tracking.store import local_store_path, open_store, ui_hint
 
 FINISHED = "FINISHED"
 

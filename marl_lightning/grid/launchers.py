@@ -13,7 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from marl_lightning.errors import ConfigError
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.grid.spec import SlurmResources
 
 

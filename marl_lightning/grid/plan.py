@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from marl_lightning import run_tags
-from marl_lightning.errors import ConfigError
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.grid.spec import CONF, Grid, entries, resolve_config
+from marl_lightning.tracking import run_tags
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any, Literal, NoReturn
 from jsonargparse import ActionConfigFile, ArgumentParser
 from typing_extensions import override
 
-from marl_lightning.errors import ConfigError
+from marl_lightning.core.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 PROG = "python -m marl_lightning grid"

@@ -7,8 +7,8 @@ from pathlib import Path
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from marl_lightning import run_tags
 from marl_lightning.grid.plan import PlannedRun
+from marl_lightning.tracking import run_tags
 
 PARENT_ROLE = "parent"
 ERROR_ARTIFACT = "grid/error.log"  # the failed fit's last log lines, in its run

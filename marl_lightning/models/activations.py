@@ -17,6 +17,7 @@ import functools
 import os
 import statistics
 import time
+from typing import Literal
 
 import torch
 from torch import nn
@@ -100,3 +101,8 @@ class Tanh(nn.Tanh):
     @override
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return tanh(input)
+
+
+Activation = Literal["tanh", "relu"]
+# The hidden layers' nonlinearity by its config name (``--model.init_args.activation``).
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": Tanh, "relu": nn.ReLU}

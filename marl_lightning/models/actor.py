@@ -9,7 +9,7 @@ from tensordict.nn import NormalParamExtractor, TensorDictModule
 from torch import nn
 from torchrl.modules import ProbabilisticActor, TanhNormal
 
-from marl_lightning import keys
+from marl_lightning.core import keys
 from marl_lightning.envs.base import EnvSpec
 from marl_lightning.models.activations import Tanh
 from marl_lightning.models.mlp import agent_mlp

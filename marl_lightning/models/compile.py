@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torchrl.modules import MultiAgentMLP
 
-from marl_lightning.errors import ConfigError
+from marl_lightning.core.errors import ConfigError
 
 # torch.compile's other modes (``reduce-overhead``: CUDA graphs; ``max-autotune``) are left out until run on
 # a GPU: CUDA graphs overwrite their outputs at the next replay, and a collector keeps the policy's outputs.

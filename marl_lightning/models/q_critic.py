@@ -9,7 +9,7 @@ import torch
 from tensordict import TensorDictBase
 from torch import nn
 
-from marl_lightning import keys
+from marl_lightning.core import keys
 from marl_lightning.envs.base import EnvSpec
 from marl_lightning.models.activations import Tanh
 from marl_lightning.models.mlp import agent_mlp

@@ -6,7 +6,7 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.objectives.value.functional import vec_generalized_advantage_estimate
 
-from marl_lightning import keys
+from marl_lightning.core import keys
 from marl_lightning.objectives.masking import agent_mask
 
 
@@ -87,3 +87,19 @@ def write_advantages(batch: TensorDictBase, advantage: torch.Tensor, value_targe
         value_target = torch.where(present.unsqueeze(-1), value_target, 0.0)
     batch.set(keys.ADVANTAGE, advantage)
     batch.set(keys.VALUE_TARGET, value_target)
+
+
+def write_gae(
+    batch: TensorDictBase, value: torch.Tensor, next_value: torch.Tensor, gamma: float, lmbda: float
+) -> None:
+    """:func:`gae` from the batch's rewards and episode ends (:func:`episode_ends`) and the given values,
+    stored by :func:`write_advantages`.
+
+    Shapes: batch [B, T]; value, next_value [B, T, A, 1]; writes advantage and value_target [B, T, A, 1].
+    """
+    done, terminated = episode_ends(batch)
+    advantage, value_target = gae(
+        reward=batch.get(keys.nxt(keys.REWARD)), done=done, terminated=terminated, value=value,
+        next_value=next_value, gamma=gamma, lmbda=lmbda,
+    )
+    write_advantages(batch, advantage, value_target)

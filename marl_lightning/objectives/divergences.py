@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDictBase
 
-from marl_lightning import keys
+from marl_lightning.core import keys
+from marl_lightning.objectives.masking import agent_mask, masked_mean_per_agent
 
 PARAM_KEYS = (keys.LOGITS, keys.LOC, keys.SCALE)
 
@@ -57,3 +58,39 @@ def total_variation(old: TensorDictBase, new: TensorDictBase, log_ratio: torch.T
         p = torch.softmax(new.get(keys.LOGITS), -1)
         return (p - p_old).clamp_min(0.0).sum(-1)
     return (1.0 - log_ratio.exp()).clamp_min(0.0)
+
+
+def policy_movement(
+    flat: TensorDictBase,
+    new: TensorDictBase,
+    dist: torch.distributions.Distribution,
+    entropy: torch.Tensor,
+    with_trust_region: bool,
+) -> dict[str, torch.Tensor]:
+    """How far the updated policy π_new moved from the collecting one π_old, averaged over an iteration.
+
+    Always ``kl``, the exact average KL(π_old ‖ π_new) per agent (:func:`kl_divergence`), and ``entropy``
+    (the given per-state entropy, averaged). With ``with_trust_region`` also ``tv``, the average
+    D_TV(π_old, π_new) per agent (exact for discrete actions, Proposition 5.1 of paper 004; estimated for
+    continuous ones, :func:`total_variation`), its sum over agents ``tv_sum`` (the centralised trust
+    region) and the range of the joint ratio Π_i r_i. Absent agents count in no mean and no joint ratio.
+
+    Shapes:
+        flat [N] (π_old's parameters, actions and their log-probs, the mask), new [N] (π_new's parameters),
+        dist over [N, A], entropy [N, A] -> kl, entropy, tv [A]; tv_sum, joint_ratio_min/max scalars.
+    """
+    old = policy_params(flat)
+    mask = agent_mask(flat)
+    stats = {
+        "kl": masked_mean_per_agent(kl_divergence(old, policy_params(new)), mask),
+        "entropy": masked_mean_per_agent(entropy, mask),
+    }
+    if with_trust_region:
+        log_ratio = dist.log_prob(flat.get(keys.ACTION)) - flat.get(keys.ACTION_LOG_PROB)  # [N, A]
+        if mask is not None:
+            log_ratio = torch.where(mask, log_ratio, 0.0)
+        joint_ratio = log_ratio.sum(-1).exp()  # [N]
+        tv = masked_mean_per_agent(total_variation(old, policy_params(new), log_ratio), mask)
+        stats |= {"tv": tv, "tv_sum": tv.sum(), "joint_ratio_min": joint_ratio.min(),
+                  "joint_ratio_max": joint_ratio.max()}
+    return stats

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDictBase
 
-from marl_lightning import keys
+from marl_lightning.core import keys
 
 
 def agent_mask(batch: TensorDictBase) -> torch.Tensor | None:

@@ -8,7 +8,7 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential
 
-from marl_lightning import keys
+from marl_lightning.core import keys
 from marl_lightning.models.q_critic import JointActionQCritic
 from marl_lightning.objectives.ppo import MultiAgentPPOLoss
 

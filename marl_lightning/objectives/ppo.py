@@ -10,7 +10,7 @@ from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule
 from torch.distributions import Distribution
 from torchrl.objectives import LossModule
 
-from marl_lightning import keys
+from marl_lightning.core import keys
 from marl_lightning.objectives.divergences import policy_params
 from marl_lightning.objectives.masking import agent_mask, masked_mean, masked_mean_per_agent
 from marl_lightning.objectives.surrogate import clipped_surrogate, outside_clip_range

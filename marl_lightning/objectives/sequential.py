@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 
-from marl_lightning import keys
+from marl_lightning.core import keys
 from marl_lightning.objectives.divergences import kl_divergence
 from marl_lightning.objectives.masking import masked_mean, masked_mean_per_agent
 from marl_lightning.objectives.ppo import MultiAgentPPOLoss, PolicyStep

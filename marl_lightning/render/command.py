@@ -21,16 +21,16 @@ from pathlib import Path
 import torch
 import yaml
 
-from marl_lightning.artifacts import (
+from marl_lightning.core.errors import ConfigError
+from marl_lightning.render.episodes import record_episodes
+from marl_lightning.render.video import check_output, write_video
+from marl_lightning.tracking.artifacts import (
     RUNS_SCHEME,
     TRACKING_URI_OPTION,
     default_tracking_uri,
     resolve_mlflow_arguments,
 )
-from marl_lightning.errors import ConfigError
-from marl_lightning.loggers import MLFLOW_RUN_KEY
-from marl_lightning.render.episodes import record_episodes
-from marl_lightning.render.video import check_output, write_video
+from marl_lightning.tracking.loggers import MLFLOW_RUN_KEY
 
 VIDEO_ARTIFACT_DIR = "videos"
 # Arguments of the fit/validate/test subcommands themselves, which a run's resolved config.yaml holds at its

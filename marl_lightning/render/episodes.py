@@ -11,10 +11,10 @@ from PIL import Image, ImageDraw
 from tensordict import TensorDictBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type, step_mdp
 
-from marl_lightning import keys
+from marl_lightning.core import keys
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.data.seeding import seed_all
 from marl_lightning.envs.base import EnvFactory
-from marl_lightning.errors import ConfigError
 from marl_lightning.render.frames import Renderer, font, renderer_for
 
 # Steps run for a task without an episode limit before its episodes are cut (as its evaluation does).

@@ -23,11 +23,11 @@ from PIL import Image, ImageDraw, ImageFont
 from tensordict import TensorDictBase
 from torchrl.envs import EnvBase
 
-from marl_lightning import keys
+from marl_lightning.core import keys
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs import PettingZoo, RatioGameTask, StochasticGameTask, Vmas
 from marl_lightning.envs.base import EnvFactory
 from marl_lightning.envs.ratio_game import REWARD_MATRIX, STOP_MATRIX
-from marl_lightning.errors import ConfigError
 
 PANEL_WIDTH = 480
 LINE_HEIGHT = 20

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from marl_lightning.errors import ConfigError
+from marl_lightning.core.errors import ConfigError
 
 FORMATS = (".gif", ".mp4")
 MP4_PACKAGE = "av"  # PyAV: its wheels bundle FFmpeg's libraries, no system FFmpeg needed

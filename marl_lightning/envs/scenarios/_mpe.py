@@ -35,7 +35,7 @@ from vmas.simulator.core import Agent, Landmark, Sphere, World
 from vmas.simulator.scenario import BaseScenario
 from vmas.simulator.utils import Color
 
-from marl_lightning.errors import ConfigError
+from marl_lightning.core.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

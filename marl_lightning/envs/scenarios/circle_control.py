@@ -12,8 +12,8 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs.scenarios._formation import TWO_PI, FormationParams, FormationScenario, unit
-from marl_lightning.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,8 +12,8 @@ import math
 import torch
 from torch import Tensor
 
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs.scenarios._formation import TWO_PI, FormationParams, FormationScenario, unit
-from marl_lightning.errors import ConfigError
 
 _ROTATION_STEP = math.radians(5.0)
 _N_ROTATIONS = 72  # 72 x 5 degrees: every direction

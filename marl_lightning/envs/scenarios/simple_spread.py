@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 from vmas.simulator.core import Agent, World
 
+from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs.scenarios._mpe import MpeParams, MpeScenario
-from marl_lightning.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

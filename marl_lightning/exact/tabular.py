@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from marl_lightning.box_qp import solve_box_qp
-from marl_lightning.errors import ConfigError
+from marl_lightning.core.errors import ConfigError
+from marl_lightning.exact.box_qp import solve_box_qp
 
 # The pessimistic evaluation solves linear systems over the |S| · n^m cells of agent m's table.
 MAX_TABLE_CELLS = 4096

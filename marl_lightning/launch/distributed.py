@@ -48,6 +48,12 @@ def reduce(tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:
     return out / world_size() if op == "mean" else out
 
 
+def parameter_checksum(module: torch.nn.Module) -> torch.Tensor:
+    """The sum of every parameter and buffer of ``module`` in float64: the ranks of a rollout DDP fit hold
+    the same value while they hold the same parameters and buffers. Shapes: -> scalar."""
+    return torch.stack([t.detach().double().sum() for t in (*module.parameters(), *module.buffers())]).sum()
+
+
 def broadcast_from_rank_zero(tensors: Iterable[torch.Tensor]) -> None:
     """Make every rank start from rank 0's values."""
     if world_size() == 1:

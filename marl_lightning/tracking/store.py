@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from marl_lightning.errors import ConfigError
+from marl_lightning.core.errors import ConfigError
 
 if TYPE_CHECKING:  # MLflow is imported where a store is opened: a fit without a logger never loads it (1.4 s)
     from mlflow.tracking import MlflowClient

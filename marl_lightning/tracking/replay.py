@@ -5,7 +5,7 @@
     python -m marl_lightning replay <spool> --tracking-uri http://new-host:5000   # the server moved
 
 A fit logging to a tracking server keeps what the server has not taken in a spool file
-(``marl_lightning.tracking_spool``) and names it when it ends. This sends the records the server does not
+(``marl_lightning.tracking.spool``) and names it when it ends. This sends the records the server does not
 have yet into the run, in order (metrics, artifacts, tags, then the run's final status), and removes the
 file. Sending a record twice is harmless, so a replay cut off half-way is simply run again. Exit status 0
 when every spool was sent, 1 when a server did not take one (it is kept, with what was delivered marked),
@@ -18,9 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from marl_lightning.errors import ConfigError
-from marl_lightning.tracking_spool import read, replay, spool_files
-from marl_lightning.tracking_store import open_store
+from marl_lightning.core.errors import ConfigError
+from marl_lightning.tracking.spool import read, replay, spool_files
+from marl_lightning.tracking.store import open_store
 
 
 def parser() -> argparse.ArgumentParser:

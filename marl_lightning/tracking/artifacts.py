@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from marl_lightning.errors import ConfigError
+from marl_lightning.core.errors import ConfigError
 
 RUNS_SCHEME = "runs:/"
 RESOLVED_OPTIONS = ("--config", "--ckpt_path")

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from marl_lightning.errors import ConfigError
+from marl_lightning.core.errors import ConfigError
 
 # Model settings a checkpoint's parameters are shaped by.
 NETWORK_SETTINGS = ("actor_cells", "critic_cells", "activation", "share_actor_params", "share_critic_params")

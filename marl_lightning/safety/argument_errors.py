@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from marl_lightning.errors import ConfigError
+from marl_lightning.core.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # What a class_path may name, by the field it is given for.

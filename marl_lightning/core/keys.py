@@ -19,7 +19,7 @@ VALUE_TARGET = (GROUP, "value_target")
 # Present agents (PettingZoo use_mask): [..., A] bool, False for agents dead or not acting at that step.
 MASK = (GROUP, "mask")
 # Set by envs.finite.FlagNonFiniteObservation: [..., A] bool, True where the env's observation held a NaN
-# or Inf (then replaced by zeros, so the policy can act; marl_lightning.health reports it).
+# or Inf (then replaced by zeros, so the policy can act; marl_lightning.safety.health reports it).
 OBSERVATION_NONFINITE = (GROUP, "observation_nonfinite")
 
 # Sequential PPO (paper 002): the team's advantage and the earlier-updated agents' new/old ratio, [B].

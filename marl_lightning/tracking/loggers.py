@@ -29,9 +29,9 @@ from lightning.pytorch.loggers import MLFlowLogger as _LightningMLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from typing_extensions import override
 
-from marl_lightning.errors import Interrupted, find_in_chain, paragraph
-from marl_lightning.tracking_spool import MetricSpool, encode_batch, spool_path
-from marl_lightning.tracking_store import is_server, local_store_path
+from marl_lightning.core.errors import Interrupted, find_in_chain, paragraph
+from marl_lightning.tracking.spool import MetricSpool, encode_batch, spool_path
+from marl_lightning.tracking.store import is_server, local_store_path
 
 LIGHTNING_DEFAULT_EXPERIMENT = "lightning_logs"  # Lightning's experiment_name when none is given
 PARAM_VALUE_LIMIT = 250  # Lightning's MLFlowLogger truncates parameter values to this many characters
@@ -134,7 +134,7 @@ def _deferred_clients() -> Iterator[None]:
 class SpoolingClient:
     """The MLflow client of a fit that logs to a tracking server: what it writes into its run during
     training (metric batches, artifacts, tags, the final status) goes through the run's
-    :class:`~marl_lightning.tracking_spool.MetricSpool`; everything else goes straight to MLflow."""
+    :class:`~marl_lightning.tracking.spool.MetricSpool`; everything else goes straight to MLflow."""
 
     def __init__(self, client: Any, spool: MetricSpool) -> None:
         self._client = client
@@ -194,7 +194,7 @@ class MLFlowLogger(_LightningMLFlowLogger):
 
     Logging to a tracking server (an ``http(s)://`` URI), what the fit writes into its run goes first to a
     spool file in ``spool_dir`` (the CLI uses the run's checkpoint folder) and from there to the server, by
-    a background thread (``marl_lightning.tracking_spool``): training never waits for the server, and a
+    a background thread (``marl_lightning.tracking.spool``): training never waits for the server, and a
     server that stops answering loses nothing. The thread tries again every ``retry_interval_s`` seconds;
     the end of the fit waits up to ``spool_wait_s`` seconds for it, then leaves what the server has not
     taken in the spool file, says where, and ``python -m marl_lightning replay <file>`` sends it later.

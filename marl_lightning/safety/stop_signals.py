@@ -3,7 +3,7 @@
 A cluster stops a job with SIGTERM (SLURM sends SIGUSR1 first when asked to warn before pre-emption, and
 ``kill`` sends SIGTERM); a user with Ctrl-C (SIGINT). :class:`StopSignals` records the first one instead of
 letting it kill the process in the middle of an update; ``callbacks.IterationCheckpoint`` then finishes the
-iteration in flight, writes a checkpoint and raises :class:`~marl_lightning.errors.Interrupted`. The same
+iteration in flight, writes a checkpoint and raises :class:`~marl_lightning.core.errors.Interrupted`. The same
 signal a second time stops at once (the iteration in flight is abandoned; the last checkpoint is kept).
 """
 
@@ -15,7 +15,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from marl_lightning.errors import Interrupted
+from marl_lightning.core.errors import Interrupted
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 # What a fit stopped by one of them exits with (errors.Interrupted.exit_status): 143, 130, 138.

@@ -8,7 +8,7 @@ Two checks per iteration, each one host synchronisation:
 - the update (:class:`UpdateGuard`): every minibatch's ``loss_*`` terms and gradient norm.
 
 ``NonFiniteGuard`` decides what follows. ``"stop"`` (the default) raises
-:class:`~marl_lightning.errors.NonFiniteError` with one paragraph naming the iteration, the key or loss
+:class:`~marl_lightning.core.errors.NonFiniteError` with one paragraph naming the iteration, the key or loss
 term and the agents; the iteration's state is never checkpointed, so the last good checkpoint is kept.
 ``"skip"`` drops a poisoned iteration (no update; the next one starts from freshly reset envs) or a
 poisoned minibatch (no optimiser step; this checks before every step, one host sync a minibatch),
@@ -23,9 +23,9 @@ from typing import Any, Literal
 import torch
 from tensordict import TensorDictBase
 
-from marl_lightning import keys
-from marl_lightning.distributed import reduce, world_size
-from marl_lightning.errors import NonFiniteError
+from marl_lightning.core import keys
+from marl_lightning.core.errors import NonFiniteError
+from marl_lightning.launch.distributed import reduce, world_size
 
 OnNonFinite = Literal["stop", "skip"]
 

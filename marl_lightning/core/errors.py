@@ -24,7 +24,7 @@ class TrainingError(RuntimeError):
 
 
 class NonFiniteError(TrainingError):
-    """NaN or Inf in the env's data, a loss or the gradients (``marl_lightning.health``)."""
+    """NaN or Inf in the env's data, a loss or the gradients (``marl_lightning.safety.health``)."""
 
 
 class Interrupted(BaseException):

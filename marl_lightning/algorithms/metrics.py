@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from marl_lightning.distributed import reduce
+from marl_lightning.launch.distributed import reduce
 
 RankReduction = Literal["mean", "sum", "min", "max", "spread", "ratio"]
 
@@ -100,6 +100,23 @@ def ratio(numerator: torch.Tensor, denominator: float) -> torch.Tensor:
     return torch.stack([numerator, denominator])
 
 
+def iteration_times(
+    collect_s: float, marks: tuple[float, float, float, float], frames: int
+) -> dict[str, torch.Tensor]:
+    """The ``perf/*`` statistics of one iteration from its collection time and the ``perf_counter`` marks
+    (start, advantages done, optimisation done, end) of its update; frames/s over collection and update."""
+    start, advantages_done, optimise_done, end = marks
+    update_s = end - start
+    return {
+        "collect_s": torch.tensor(collect_s),
+        "advantages_s": torch.tensor(advantages_done - start),
+        "optimise_s": torch.tensor(optimise_done - advantages_done),
+        "statistics_s": torch.tensor(end - optimise_done),
+        "update_s": torch.tensor(update_s),
+        "frames_per_s": torch.tensor(frames / max(collect_s + update_s, 1e-9)),
+    }
+
+
 # What every algorithm logs each iteration (counters are logged by the module itself: train/frames,
 # train/iterations and the MLflow step).
 ITERATION = {
@@ -113,7 +130,7 @@ ITERATION = {
     "frames_per_s": Statistic("perf/frames_per_s", "min", prog_bar=True),
     "return_mean": Statistic("train/return_mean", "ratio", prog_bar=True),
     "param_checksum": Statistic("dist/param_divergence", "spread"),
-    # With on_nonfinite "skip" (marl_lightning.health): what this iteration dropped for NaN or Inf.
+    # With on_nonfinite "skip" (marl_lightning.safety.health): what this iteration dropped for NaN or Inf.
     "skipped_iterations": Statistic("health/skipped_iterations", "max"),
     "skipped_minibatches": Statistic("health/skipped_minibatches", "max"),
 }

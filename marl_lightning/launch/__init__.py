@@ -1,0 +1,1 @@
+"""Processes and machines: the rollout DDP strategy and its collectives, SLURM requeue."""

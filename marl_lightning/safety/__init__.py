@@ -1,0 +1,1 @@
+"""Run safety: NaN/Inf guards, stop signals, checkpoint and argument checks."""
