@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Any, NoReturn, Protocol, runtime_checkable
 
 import torch
@@ -16,6 +15,7 @@ from typing_extensions import override
 
 from marl_lightning.algorithms.validation import check_budget, check_minibatching, check_strategy
 from marl_lightning.core.errors import ConfigError, find_in_chain
+from marl_lightning.core.paths import CONF
 from marl_lightning.data import RolloutDataModule
 from marl_lightning.envs.base import EnvSpec
 from marl_lightning.launch.distributed import RolloutDDPStrategy
@@ -26,7 +26,6 @@ from marl_lightning.tracking.loggers import MLFlowLogger as ContinuableMLFlowLog
 from marl_lightning.tracking.run_tags import fit_tags
 from marl_lightning.tracking.store import check_store_for_logging
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 # Read before any --config, for every subcommand: the trainer's settings (one place) and the default task.
 DEFAULT_CONFIG_FILES = [str(CONF / "trainer.yaml"), str(CONF / "env" / "navigation.yaml")]
 

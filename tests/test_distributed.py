@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from marl_lightning.__main__ import cli_main
 from marl_lightning.launch.distributed import all_reduce_gradients, broadcast_from_rank_zero, reduce
-from tests.conftest import cli_command, metric_history, only_run
+from tests.conftest import cli_args, only_run
 
 
 def _collectives(rank: int, world: int, init_file: str, results: dict) -> None:
@@ -54,67 +56,25 @@ def test_gradients_are_averaged_and_parameters_broadcast(tmp_path: Path):
         torch.testing.assert_close(out["max"], torch.tensor([1.0, 10.0]))
 
 
-# Every algorithm of the product (MAPPO in the resume test below, DPO under torchrun in test_multinode.py;
-# the tabular PessimisticSequentialPPO refuses several processes: test_bad_input.py). Sequential PPO's
-# random agent order is rank 0's draw on every rank: before, each rank drew its own and the parameters
-# drifted apart (divergence 0.06 after one iteration).
-@pytest.mark.simulator
-@pytest.mark.parametrize(
-    "config", ["ippo.yaml", "jrppo.yaml", "seqppo.yaml", "perla_mappo.yaml", "perla_ippo.yaml"]
-)
-def test_two_process_fit_keeps_ranks_identical(in_tmp, config):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        cli_command(
-            "fit",
-            "--trainer.strategy",
-            "ddp",
-            "--trainer.devices",
-            "2",
-            "--trainer.accelerator",
-            "cpu",
-            "--model.total_frames",
-            "800",
-            "--trainer.callbacks.init_args.dirpath",
-            str(in_tmp / "ckpt"),
-            config=config,
-        ),
-        capture_output=True,
-        text=True,
-        cwd=in_tmp,
-        timeout=600,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    client, run = only_run(in_tmp / "mlflow.db")
-
-    def history(name):
-        return metric_history(client, run, name)
-
-    # each of the 2 ranks collects 200 frames per iteration: the budget of 800 is spent in 2 iterations
-    assert history("train/frames") == [(400, 400.0), (800, 800.0)]
-    # ranks see different data; identical parameters and buffers mean the gradients really were averaged
-    assert [v for _, v in history("dist/param_divergence")] == [0.0, 0.0]
-    assert history("eval/episodes") == [(800, 8.0)]
-    checkpoint = torch.load(in_tmp / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert int(checkpoint["state_dict"]["frames"]) == 800
-
-
 @pytest.mark.simulator
 def test_a_checkpoint_resumes_on_another_number_of_ranks(in_tmp):
-    # 1 rank for 2 iterations, resumed on 2 ranks (1 -> 2), then on 1 again (2 -> 1): one MLflow run whose
-    # global frame count goes on where the checkpoint left it, each iteration adding ranks x 200 frames.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # 1 rank for 2 iterations, resumed on 2 ranks (1 -> 2) by Lightning's own launcher, then on 1 again
+    # (2 -> 1): one MLflow run whose global frame count goes on where the checkpoint left it, each iteration
+    # adding ranks x 200 frames. The single-process fits run in this process (no launch to pay).
     folder = str(in_tmp / "ckpt")
     for devices, total, resume in (("1", "400", []), ("2", "1200", ["--ckpt_path", "last"]),
                                    ("1", "1600", ["--ckpt_path", "last"])):
-        strategy = ["--trainer.strategy", "ddp"] if devices == "2" else []
-        proc = subprocess.run(
-            cli_command("fit", "--trainer.devices", devices, *strategy, "--model.total_frames", total,
-                        "--trainer.callbacks.init_args.dirpath", folder, *resume),
-            capture_output=True, text=True, cwd=in_tmp, timeout=600, env=env,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        args = cli_args("fit", "--trainer.devices", devices, "--model.total_frames", total,
+                        "--trainer.callbacks.init_args.dirpath", folder, *resume)
+        if devices == "1":
+            cli_main(args)
+        else:
+            proc = subprocess.run(
+                [sys.executable, "-m", "marl_lightning", *args, "--trainer.strategy", "ddp"],
+                capture_output=True, text=True, cwd=in_tmp, timeout=600,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+            assert proc.returncode == 0, proc.stderr[-3000:]
         checkpoint = torch.load(in_tmp / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)
         assert int(checkpoint["state_dict"]["frames"]) == int(total)
     client, run = only_run(in_tmp / "mlflow.db")

@@ -83,16 +83,6 @@ def test_plan_is_the_product_of_entries_axes_and_seeds(tmp_path):
     assert scaled.setting_args()[-2:] == ["--model.init_args.lr", "0.001"]  # the axis comes last: it wins
 
 
-def test_dry_run_lists_the_runs_and_creates_nothing(in_tmp):
-    path = write_grid(in_tmp)
-    result = grid("--config", str(path), "--dry-run")
-    assert result.returncode == 0, result.stderr
-    for name in ("mappo-ratio_game-seed0", "mappo-ratio_game-seed1", "ippo-ratio_game-seed0"):
-        assert f"new  {name}" in result.stdout
-    assert "--seed_everything 1" in result.stdout
-    assert not (in_tmp / "mlflow.db").exists() and not (in_tmp / "checkpoints").exists()
-
-
 @pytest.mark.slow
 def test_grid_runs_children_of_one_parent_skips_finished_and_records_failures(in_tmp):
     path = write_grid(in_tmp)
@@ -140,36 +130,15 @@ def test_grid_runs_children_of_one_parent_skips_finished_and_records_failures(in
 
 
 @pytest.mark.slow
-def test_rerun_resumes_an_unfinished_run_from_its_checkpoint_in_the_same_mlflow_run(in_tmp):
-    path = write_grid(in_tmp, algorithms="[mappo]", seeds="[0]", frames=100)
-    assert grid("--config", str(path)).returncode == 0
-    client = MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}")
-    (first,) = children(client, "tiny").values()
-    client.set_terminated(first.info.run_id, "FAILED")  # as if the machine died after the checkpoint
-    dry = grid(
-        "--config", str(write_grid(in_tmp, algorithms="[mappo]", seeds="[0]", frames=300)), "--dry-run"
-    )
-    assert "resume  mappo-ratio_game-seed0" in dry.stdout and "--ckpt_path" in dry.stdout
-    result = grid("--config", str(in_tmp / "tiny.yaml"))
-    assert result.returncode == 0, result.stdout + result.stderr
-    (resumed,) = children(client, "tiny").values()
-    assert resumed.info.run_id == first.info.run_id and resumed.info.status == "FINISHED"
-    frames = [m.step for m in client.get_metric_history(resumed.info.run_id, "train/frames")]
-    assert frames == [100, 200, 300]  # iteration 1 from the first fit, 2 and 3 resumed
-    checkpoint = in_tmp / "checkpoints" / "tiny" / "mappo-ratio_game-seed0" / "last.ckpt"
-    assert int(torch.load(checkpoint, weights_only=True)["state_dict"]["frames"]) == 300
-
-
-@pytest.mark.slow
 def test_submitit_launcher_runs_the_array_through_submitit(in_tmp):
     """The SLURM path minus sbatch: submitit's local executor runs the same array of fits."""
     pytest.importorskip("submitit")
-    path = write_grid(in_tmp, algorithms="[ippo]", seeds="[0, 1]", frames=100)
+    path = write_grid(in_tmp, algorithms="[ippo]", seeds="[0]", frames=100)
     result = grid("--config", str(path), "--launcher", "slurm", "--slurm.cluster", "local")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "submitted 2 runs as submitit (local)" in result.stdout
+    assert "submitted 1 run as submitit (local)" in result.stdout
     runs = children(MlflowClient(f"sqlite:///{in_tmp / 'mlflow.db'}"), "tiny")
-    assert {r.info.status for r in runs.values()} == {"FINISHED"} and len(runs) == 2
+    assert {r.info.status for r in runs.values()} == {"FINISHED"} and len(runs) == 1
     assert list((in_tmp / "grids" / "tiny" / "slurm").iterdir())  # submitit's job folder
 
 
@@ -224,12 +193,20 @@ def test_every_grid_file_in_conf_is_a_valid_grid(path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_the_grid_and_a_rerun_resumes_it(in_tmp):
-    """SIGINT to the grid: no further fit starts, the running one ends KILLED after a checkpoint, the parent
-    is KILLED; the same command again resumes the killed run from its checkpoint and runs the rest."""
+    """A dry run lists the runs and creates nothing. SIGINT to the grid: no further fit starts, the running
+    one ends KILLED after a checkpoint, the parent is KILLED; a dry run then lists it as to resume from its
+    checkpoint; the same command again resumes the killed run in the same MLflow run and runs the rest.
+    (Any unfinished run with a checkpoint resumes, KILLED or FAILED alike: ``grid.command._state``.)"""
     import signal
     import time
 
     path = write_grid(in_tmp, algorithms="[mappo]", seeds="[0, 1]", frames=1000)
+    dry = grid("--config", str(path), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    for name in ("mappo-ratio_game-seed0", "mappo-ratio_game-seed1"):
+        assert f"new  {name}" in dry.stdout
+    assert "--seed_everything 1" in dry.stdout
+    assert not (in_tmp / "mlflow.db").exists() and not (in_tmp / "checkpoints").exists()
     command = [sys.executable, "-m", "marl_lightning", "grid", "--config", str(path)]
     proc = subprocess.Popen(command, cwd=in_tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     checkpoint = in_tmp / "checkpoints" / "tiny" / "mappo-ratio_game-seed0" / "last.ckpt"
@@ -246,6 +223,9 @@ def test_ctrl_c_stops_the_grid_and_a_rerun_resumes_it(in_tmp):
     assert killed.info.status == "KILLED"
     interrupted_at = int(torch.load(checkpoint, weights_only=True)["state_dict"]["frames"])
     assert interrupted_at < 1000
+    dry = grid("--config", str(path), "--dry-run")
+    assert "resume  mappo-ratio_game-seed0" in dry.stdout and "--ckpt_path" in dry.stdout
+    assert "new  mappo-ratio_game-seed1" in dry.stdout
 
     result = grid("--config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -256,4 +236,5 @@ def test_ctrl_c_stops_the_grid_and_a_rerun_resumes_it(in_tmp):
     # Every iteration after the checkpoint is logged once more by the resumed fit (the iteration in flight
     # when Ctrl-C came may have been checkpointed before Lightning logged it: issue 12).
     assert frames[-1] == 1000
+    assert sorted(set(frames)) == list(range(100, 1001, 100))  # every iteration, none lost
     assert set(range(interrupted_at + 100, 1001, 100)) <= set(frames)

@@ -16,6 +16,7 @@ from marl_lightning.core.errors import ConfigError
 from marl_lightning.envs.base import spec_from_env
 from marl_lightning.envs.stochastic_game import (
     DEFAULT_HORIZON,
+    GameSizes,
     StochasticGame,
     StochasticGameTask,
     joint_action_index,
@@ -27,7 +28,7 @@ SMALL = {"n_states": 5, "n_agents": 3, "n_actions": 3, "horizon": 10, "n_success
 
 def _small(batch: int | tuple[int, ...] = 8, seed: int = 0, **overrides) -> StochasticGame:
     batch_size = (batch,) if isinstance(batch, int) else batch
-    return StochasticGame(**{**SMALL, **overrides}, seed=seed, batch_size=batch_size)
+    return StochasticGame(GameSizes(**{**SMALL, **overrides}, game_seed=seed), batch_size=batch_size)
 
 
 def _decode(observation: torch.Tensor, n_states: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,7 +223,8 @@ def _brute_force_return(env: StochasticGame, policy: tuple[int, ...]) -> float:
 
 @pytest.mark.parametrize("game_seed", [0, 1, 2])
 def test_dp_optimum_equals_exhaustive_search_over_deterministic_policies(game_seed):
-    env = StochasticGame(n_states=2, n_agents=2, n_actions=2, horizon=3, n_successors=2, seed=game_seed)
+    env = StochasticGame(GameSizes(n_states=2, n_agents=2, n_actions=2, horizon=3, n_successors=2,
+                                   game_seed=game_seed))
     n_joint = 4
     policies = list(itertools.product(range(n_joint), repeat=env.n_states * env.horizon))  # 4^6 = 4096
     returns = [_brute_force_return(env, policy) for policy in policies]

@@ -4,7 +4,10 @@ Markdown and LaTeX (formatted: ``mean ± half-width``, ``IQM [low, high]``)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -54,47 +57,32 @@ def write(numeric: pd.DataFrame, display: pd.DataFrame, stem: Path) -> list[Path
     return paths
 
 
+def _columns(rows: list, **columns: str | Callable[[Any], object]) -> pd.DataFrame:
+    """A frame with one column per keyword, in order: each cell the row's attribute of that name (a string)
+    or the function's value on the row."""
+    cells = {name: (attrgetter(get) if isinstance(get, str) else get) for name, get in columns.items()}
+    return pd.DataFrame({name: [cell(r) for r in rows] for name, cell in cells.items()})
+
+
 def final_value_tables(rows: list[FinalValue], metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    numeric = pd.DataFrame(
-        {
-            "task": [r.task for r in rows],
-            "group": [r.group for r in rows],
-            "n_seeds": [r.n_seeds for r in rows],
-            "mean": [r.mean for r in rows],
-            "mean_ci_low": [r.mean_low for r in rows],
-            "mean_ci_high": [r.mean_high for r in rows],
-            "iqm": [r.iqm for r in rows],
-            "iqm_ci_low": [r.iqm_low for r in rows],
-            "iqm_ci_high": [r.iqm_high for r in rows],
-            "frames_min": [r.frames_min for r in rows],
-            "frames_max": [r.frames_max for r in rows],
-        }
+    numeric = _columns(
+        rows, task="task", group="group", n_seeds="n_seeds", mean="mean", mean_ci_low="mean_low",
+        mean_ci_high="mean_high", iqm="iqm", iqm_ci_low="iqm_low", iqm_ci_high="iqm_high",
+        frames_min="frames_min", frames_max="frames_max",
     )
-    display = pd.DataFrame(
-        {
-            "group": [r.group for r in rows],
-            f"final {metric}: mean ± 95% CI (t)": [
-                _plus_minus(r.mean, r.mean_low, r.mean_high) for r in rows
-            ],
-            "IQM [95% CI]": [_interval(r.iqm, r.iqm_low, r.iqm_high) for r in rows],
-            "seeds": [r.n_seeds for r in rows],
-            "frames": [_frames(r.frames_min, r.frames_max) for r in rows],
-        }
-    )
+    display = _columns(rows, **{
+        "group": "group",
+        f"final {metric}: mean ± 95% CI (t)": lambda r: _plus_minus(r.mean, r.mean_low, r.mean_high),
+        "IQM [95% CI]": lambda r: _interval(r.iqm, r.iqm_low, r.iqm_high),
+        "seeds": "n_seeds",
+        "frames": lambda r: _frames(r.frames_min, r.frames_max),
+    })
     return numeric, display
 
 
 def aggregate_tables(rows: list[Aggregate], n_tasks: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    numeric = pd.DataFrame(
-        {
-            "group": [r.group for r in rows],
-            "statistic": [r.statistic for r in rows],
-            "value": [r.value for r in rows],
-            "ci_low": [r.low for r in rows],
-            "ci_high": [r.high for r in rows],
-            "n_tasks": n_tasks,
-        }
-    )
+    numeric = _columns(rows, group="group", statistic="statistic", value="value", ci_low="low",
+                       ci_high="high").assign(n_tasks=n_tasks)
     groups = list(dict.fromkeys(r.group for r in rows))
     statistics = list(dict.fromkeys(r.statistic for r in rows))
     by_key = {(r.group, r.statistic): r for r in rows}
@@ -113,35 +101,15 @@ def aggregate_tables(rows: list[Aggregate], n_tasks: int) -> tuple[pd.DataFrame,
 
 
 def improvement_tables(rows: list[Improvement]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    numeric = pd.DataFrame(
-        {
-            "x": [r.x for r in rows],
-            "y": [r.y for r in rows],
-            "probability_x_beats_y": [r.probability for r in rows],
-            "ci_low": [r.low for r in rows],
-            "ci_high": [r.high for r in rows],
-        }
-    )
-    display = pd.DataFrame(
-        {
-            "X": [r.x for r in rows],
-            "Y": [r.y for r in rows],
-            "P(X > Y) [95% CI]": [_interval(r.probability, r.low, r.high) for r in rows],
-        }
-    )
+    numeric = _columns(rows, x="x", y="y", probability_x_beats_y="probability", ci_low="low", ci_high="high")
+    display = _columns(rows, **{"X": "x", "Y": "y",
+                                "P(X > Y) [95% CI]": lambda r: _interval(r.probability, r.low, r.high)})
     return numeric, display
 
 
 def normalisation_tables(normalisations: list[Normalisation]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    numeric = pd.DataFrame(
-        {
-            "task": [n.task for n in normalisations],
-            "method": [n.method for n in normalisations],
-            "score_0_at": [n.low for n in normalisations],
-            "score_1_at": [n.high for n in normalisations],
-            "reason": [n.reason for n in normalisations],
-        }
-    )
+    numeric = _columns(normalisations, task="task", method="method", score_0_at="low", score_1_at="high",
+                       reason="reason")
     display = numeric.assign(
         score_0_at=[number(n.low) for n in normalisations],
         score_1_at=[number(n.high) for n in normalisations],

@@ -26,6 +26,7 @@ dynamic-programming optimum is reachable by decentralised policies.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 
@@ -44,6 +45,52 @@ DEFAULT_N_SUCCESSORS = 3
 # n_states × n_actions^n_agents × n_successors entries of the transition tables (int64 successors, float32
 # probabilities and their running sums: 16 bytes an entry); 2^25 entries is about 0.5 GB.
 MAX_TABLE_ENTRIES = 2**25
+
+
+@dataclasses.dataclass(frozen=True)
+class GameSizes:
+    """The sizes and the seed that make one game; checked once, here, for the env and the task alike.
+
+    Attributes:
+        n_states: number of states S (paper: 100).
+        n_agents: number of agents A (paper: 6).
+        n_actions: actions per agent (paper: 5); at least 2, or there is nothing to choose.
+        horizon: episode length H; the paper does not give one (see the module docstring for why 50).
+        n_successors: distinct successor states k of each (state, joint action).
+        game_seed: seed of the random rewards and transitions.
+    """
+
+    n_states: int = 100
+    n_agents: int = 6
+    n_actions: int = 5
+    horizon: int = DEFAULT_HORIZON
+    n_successors: int = DEFAULT_N_SUCCESSORS
+    game_seed: int = 0
+
+    def __post_init__(self) -> None:
+        lowest = {"n_actions": 2, "game_seed": 0}  # 1 for the others
+        for field in dataclasses.fields(self):  # the defaults, the paper's game, are the examples
+            value, low = getattr(self, field.name), lowest.get(field.name, 1)
+            if value < low:
+                raise ConfigError(
+                    f"data.env.{field.name} must be >= {low}, got {value}. "
+                    f"Use e.g. --data.env.init_args.{field.name} {field.default}."
+                )
+        if self.n_successors > self.n_states:
+            raise ConfigError(
+                f"data.env.n_successors ({self.n_successors}) must be <= data.env.n_states "
+                f"({self.n_states}): the successors of a (state, joint action) are distinct states. "
+                f"Use e.g. --data.env.init_args.n_successors {min(3, self.n_states)}."
+            )
+        entries = self.n_states * self.n_actions**self.n_agents * self.n_successors
+        if entries > MAX_TABLE_ENTRIES:
+            raise ConfigError(
+                f"data.env: n_states × n_actions^n_agents × n_successors = {self.n_states} × "
+                f"{self.n_actions}^{self.n_agents} × {self.n_successors} = {entries} transition-table "
+                f"entries, more than {MAX_TABLE_ENTRIES} (about {MAX_TABLE_ENTRIES * 16 // 2**20} MiB). "
+                "Reduce data.env.n_agents or data.env.n_actions (the joint action space grows as "
+                "n_actions^n_agents)."
+            )
 
 
 def joint_action_index(actions: torch.Tensor, n_actions: int) -> torch.Tensor:
@@ -104,16 +151,12 @@ class StochasticGame(EnvBase):
     Every step, agent ``i`` picks ``a_i ∈ {0, …, n_actions − 1}``; the team receives
     ``rewards[s, j]`` for the joint action index ``j`` (:func:`joint_action_index`) and the state moves to
     ``next_states[s, j, m]`` with probability ``next_probs[s, j, m]``. Episodes end (``done = terminated =
-    True``, like VMAS) after ``horizon`` steps. The game (tables) is a function of ``seed`` only; sampling
-    of initial and successor states uses the env's own generator, seeded by :meth:`set_seed`.
+    True``, like VMAS) after ``horizon`` steps. The game (tables) is a function of ``sizes`` only
+    (``game_seed`` among them); sampling of initial and successor states uses the env's own generator,
+    seeded by :meth:`set_seed`.
 
     Args:
-        n_states: number of states S.
-        n_agents: number of agents A.
-        n_actions: actions per agent.
-        horizon: episode length H.
-        n_successors: successor states k of each (state, joint action), distinct.
-        seed: seed of the game's tables.
+        sizes: S states, A agents, their actions, the horizon H, k successors and the tables' seed.
         batch_size: env batch dims ``[*B]``.
         device: where the tables live and the env steps.
 
@@ -125,32 +168,20 @@ class StochasticGame(EnvBase):
 
     def __init__(
         self,
-        n_states: int = 100,
-        n_agents: int = 6,
-        n_actions: int = 5,
-        horizon: int = DEFAULT_HORIZON,
-        n_successors: int = DEFAULT_N_SUCCESSORS,
-        seed: int = 0,
+        sizes: GameSizes = GameSizes(),  # noqa: B008 (frozen: one shared default is safe)
         batch_size: torch.Size | list[int] | tuple[int, ...] = (),
         device: torch.device | str | None = None,
     ) -> None:
-        for name, value, low in (("n_states", n_states, 1), ("n_agents", n_agents, 1),
-                                 ("n_actions", n_actions, 1), ("horizon", horizon, 1),
-                                 ("n_successors", n_successors, 1)):
-            if value < low:
-                raise ValueError(f"{name} must be >= {low}, got {value}.")
-        if n_successors > n_states:
-            raise ValueError(f"n_successors ({n_successors}) must be <= n_states ({n_states}).")
         device = torch.device(device) if device is not None else torch.device("cpu")
         super().__init__(device=device, batch_size=torch.Size(batch_size))
-        self.n_states = n_states
-        self.n_agents = n_agents
-        self.n_actions = n_actions
-        self.n_successors = n_successors
-        self.horizon = horizon
-        self.game_seed = seed
-
-        rewards, next_states, next_probs = _game_tables(n_states, n_agents, n_actions, n_successors, seed)
+        self.sizes = sizes
+        self.n_states, self.n_agents, self.n_actions, self.horizon, self.n_successors, self.game_seed = (
+            dataclasses.astuple(sizes)
+        )
+        n_states = sizes.n_states
+        rewards, next_states, next_probs = _game_tables(
+            n_states, sizes.n_agents, sizes.n_actions, sizes.n_successors, sizes.game_seed
+        )
         self.rewards = rewards.to(device)  # [S, J]
         self.next_states = next_states.to(device)  # [S, J, k]
         self.next_probs = next_probs.to(device)  # [S, J, k]
@@ -161,7 +192,7 @@ class StochasticGame(EnvBase):
         self._rng = torch.Generator(device=device)
         self._rng.manual_seed(0)
         self._state = torch.zeros(self.batch_size, dtype=torch.long, device=device)  # [*B]
-        self._t = torch.full(self.batch_size, horizon, dtype=torch.long, device=device)  # [*B]
+        self._t = torch.full(self.batch_size, sizes.horizon, dtype=torch.long, device=device)  # [*B]
         self._make_specs()
 
     # ----------------------------------------------------------------- specs
@@ -330,7 +361,7 @@ class StochasticGame(EnvBase):
 def _optimal_return(
     n_states: int, n_agents: int, n_actions: int, horizon: int, n_successors: int, game_seed: int
 ) -> float:
-    game = StochasticGame(n_states, n_agents, n_actions, horizon, n_successors, seed=game_seed)
+    game = StochasticGame(GameSizes(n_states, n_agents, n_actions, horizon, n_successors, game_seed))
     return game.optimal_return()
 
 
@@ -338,7 +369,7 @@ def _optimal_return(
 def _uniform_return(
     n_states: int, n_agents: int, n_actions: int, horizon: int, n_successors: int, game_seed: int
 ) -> float:
-    game = StochasticGame(n_states, n_agents, n_actions, horizon, n_successors, seed=game_seed)
+    game = StochasticGame(GameSizes(n_states, n_agents, n_actions, horizon, n_successors, game_seed))
     n_joint = n_actions**n_agents
     return game.policy_return(torch.full((n_states, n_joint), 1.0 / n_joint, dtype=torch.float64))
 
@@ -365,41 +396,13 @@ class StochasticGameTask(EnvFactory):
         n_successors: int = DEFAULT_N_SUCCESSORS,
         game_seed: int = 0,
     ) -> None:
-        bounds = (  # (field, value, smallest allowed, example)
-            ("n_states", n_states, 1, 100),
-            ("n_agents", n_agents, 1, 6),
-            ("n_actions", n_actions, 2, 5),
-            ("horizon", horizon, 1, DEFAULT_HORIZON),
-            ("n_successors", n_successors, 1, DEFAULT_N_SUCCESSORS),
-            ("game_seed", game_seed, 0, 0),
+        self.sizes = GameSizes(n_states, n_agents, n_actions, horizon, n_successors, game_seed)  # checked
+        self.n_states, self.n_agents, self.n_actions, self.horizon, self.n_successors, self.game_seed = (
+            dataclasses.astuple(self.sizes)
         )
-        for name, value, low, example in bounds:
-            if value < low:
-                raise ConfigError(
-                    f"data.env.{name} must be >= {low}, got {value}. "
-                    f"Use e.g. --data.env.init_args.{name} {example}."
-                )
-        if n_successors > n_states:
-            raise ConfigError(
-                f"data.env.n_successors ({n_successors}) must be <= data.env.n_states ({n_states}): the "
-                f"successors of a (state, joint action) are distinct states. "
-                f"Use e.g. --data.env.init_args.n_successors {min(3, n_states)}."
-            )
-        entries = n_states * n_actions**n_agents * n_successors
-        if entries > MAX_TABLE_ENTRIES:
-            raise ConfigError(
-                f"data.env: n_states × n_actions^n_agents × n_successors = "
-                f"{n_states} × {n_actions}^{n_agents} × {n_successors} = {entries} transition-table entries, "
-                f"more than {MAX_TABLE_ENTRIES} "
-                f"(about {MAX_TABLE_ENTRIES * 16 // 2**20} MiB). Reduce data.env.n_agents or "
-                f"data.env.n_actions (the joint action space grows as n_actions^n_agents)."
-            )
-        self.n_states = n_states
-        self.n_agents = n_agents
-        self.n_actions = n_actions
-        self.horizon = horizon
-        self.n_successors = n_successors
-        self.game_seed = game_seed
+
+    def hparams(self) -> dict:
+        return dataclasses.asdict(self.sizes)
 
     @property
     def name(self) -> str:
@@ -410,19 +413,10 @@ class StochasticGameTask(EnvFactory):
         return self.horizon
 
     def _game_args(self) -> tuple[int, int, int, int, int, int]:
-        return (self.n_states, self.n_agents, self.n_actions, self.horizon, self.n_successors, self.game_seed)
+        return dataclasses.astuple(self.sizes)
 
     def make(self, num_envs: int, device: torch.device | str, seed: int) -> StochasticGame:
-        env = StochasticGame(
-            self.n_states,
-            self.n_agents,
-            self.n_actions,
-            self.horizon,
-            self.n_successors,
-            seed=self.game_seed,
-            batch_size=[num_envs],
-            device=device,
-        )
+        env = StochasticGame(self.sizes, batch_size=[num_envs], device=device)
         env.set_seed(seed)
         return env
 

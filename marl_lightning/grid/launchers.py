@@ -159,9 +159,8 @@ class SlurmLauncher:
             [str(x.log) for x in launches],
         )
         by_job = {job.job_id: launch for job, launch in zip(jobs, launches, strict=True)}
-        print(
-            f"submitted {len(jobs)} runs as {self.describe()} job {jobs[0].job_id.split('_')[0]}", flush=True
-        )
+        runs = f"{len(jobs)} run{'s' * (len(jobs) != 1)}"
+        print(f"submitted {runs} as {self.describe()} job {jobs[0].job_id.split('_')[0]}", flush=True)
         if not self.wait:
             return
         for job in submitit.helpers.as_completed(jobs):

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from marl_lightning.core.errors import ConfigError
-from marl_lightning.grid.spec import CONF, Grid, entries, resolve_config
+from marl_lightning.core.paths import CONF
+from marl_lightning.grid.spec import Grid, entries, resolve_config
 from marl_lightning.tracking import run_tags
 
 

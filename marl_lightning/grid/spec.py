@@ -18,7 +18,6 @@ from typing_extensions import override
 
 from marl_lightning.core.errors import ConfigError
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 PROG = "python -m marl_lightning grid"
 
 

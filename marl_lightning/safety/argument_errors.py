@@ -18,8 +18,8 @@ from pathlib import Path
 import yaml
 
 from marl_lightning.core.errors import ConfigError
+from marl_lightning.core.paths import CONF
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 # What a class_path may name, by the field it is given for.
 _CHOICES = {
     "model": "an algorithm: marl_lightning.{MAPPO, IPPO, DPO, JRPPO, PERLAMAPPO, PERLAIPPO, SequentialPPO, "

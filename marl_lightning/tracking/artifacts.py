@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 
 import yaml
 
 from marl_lightning.core.errors import ConfigError
+from marl_lightning.core.paths import CONF
 
 RUNS_SCHEME = "runs:/"
 RESOLVED_OPTIONS = ("--config", "--ckpt_path")
 TRACKING_URI_OPTION = "--trainer.logger.init_args.tracking_uri"
-TRAINER_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "trainer.yaml"
+TRAINER_CONFIG = CONF / "trainer.yaml"
 
 
 def default_tracking_uri() -> str:

@@ -12,7 +12,8 @@ import platform
 import socket
 import subprocess
 from importlib import metadata
-from pathlib import Path
+
+from marl_lightning.core.paths import REPO
 
 ALGORITHM = "algorithm"
 TASK = "task"
@@ -30,7 +31,6 @@ TASK_RANDOM = "task.random_return"
 GIT_COMMIT = "git.commit"
 GIT_DIRTY = "git.dirty"
 PACKAGES = ("marl_lightning", "torch", "torchrl", "tensordict", "vmas", "lightning", "mlflow")
-REPO = Path(__file__).resolve().parents[1]
 
 
 def version_tags() -> dict[str, str]:

@@ -75,7 +75,11 @@ class MpeParams:
 
 
 class MpeScenario(BaseScenario, abc.ABC):
-    """N MPE agents and some landmarks; subclasses place the landmarks and define the reward."""
+    """N MPE agents and some landmarks; subclasses place the landmarks and define the reward.
+
+    A task declares itself in its class line: ``class LineControl(FormationScenario, name="line_control",
+    landmarks=2, params_class=LineControlParams)`` (any of the three may be left to the parent).
+    """
 
     name: ClassVar[str]
     landmarks: ClassVar[int]
@@ -83,13 +87,26 @@ class MpeScenario(BaseScenario, abc.ABC):
 
     params: MpeParams
 
+    def __init_subclass__(
+        cls,
+        name: str | None = None,
+        landmarks: int | None = None,
+        params_class: type[MpeParams] | None = None,
+        **kwargs: object,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        for attribute, value in (("name", name), ("landmarks", landmarks), ("params_class", params_class)):
+            if value is not None:
+                setattr(cls, attribute, value)
+
     def n_landmarks(self) -> int:
         """How many landmarks the task has: ``landmarks``, or what a subclass derives from ``self.params``."""
         return self.landmarks
 
     @abc.abstractmethod
-    def place_landmarks(self, env_index: int | None) -> None:
-        """Put the landmarks of every env (``env_index=None``) or of one env at their random reset places."""
+    def place_landmarks(self, rows: int, env_index: int | None) -> None:
+        """Put the landmarks of every env (``env_index=None``, ``rows`` = the batch) or of one env (``rows``
+        = 1) at their random reset places."""
 
     def setup_state(self, world: World) -> None:
         """Allocate the subclass's per-env buffers, once ``world`` is built (VMAS sets ``self.world`` only
@@ -154,7 +171,7 @@ class MpeScenario(BaseScenario, abc.ABC):
         a = self.params.arena_size
         for agent in self.world.agents:
             agent.set_pos(self._uniform(rows, -a, a), batch_index=env_index)
-        self.place_landmarks(env_index)
+        self.place_landmarks(rows, env_index)
         self.after_reset(env_index)
 
     def observation(self, agent: Agent) -> Tensor:

@@ -34,7 +34,7 @@ class CircleControlParams(FormationParams):
             raise ConfigError(f"data.env.init_args.scenario_kwargs.radius must be > 0, got {self.radius}.")
 
 
-class CircleControl(FormationScenario):
+class CircleControl(FormationScenario, name="circle_control", landmarks=1, params_class=CircleControlParams):
     """N agents spread evenly on a circle of ``radius`` around a landmark (DPO paper App. A.1).
 
     - Landmark (Agarwal et al.): uniform in ``[-arena_size/2, arena_size/2]^2``.
@@ -48,12 +48,7 @@ class CircleControl(FormationScenario):
     Everything else (matching, team reward, no termination) is :class:`FormationScenario`'s.
     """
 
-    name = "circle_control"
-    landmarks = 1
-    params_class = CircleControlParams
-
-    def place_landmarks(self, env_index: int | None) -> None:
-        rows = self.world.batch_dim if env_index is None else 1
+    def place_landmarks(self, rows: int, env_index: int | None) -> None:
         half = 0.5 * self.params.arena_size
         self.world.landmarks[0].set_pos(self._uniform(rows, -half, half), batch_index=env_index)
 

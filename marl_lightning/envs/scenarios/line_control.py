@@ -43,7 +43,7 @@ class LineControlParams(FormationParams):
             )
 
 
-class LineControl(FormationScenario):
+class LineControl(FormationScenario, name="line_control", landmarks=2, params_class=LineControlParams):
     """N agents spread evenly over the segment between 2 landmarks (DPO paper App. A.1).
 
     - Landmarks (Agarwal et al.): the first uniform in ``[-arena_size/4, arena_size/4]^2``; the second at
@@ -57,12 +57,7 @@ class LineControl(FormationScenario):
     Everything else (matching, team reward, no termination) is :class:`FormationScenario`'s.
     """
 
-    name = "line_control"
-    landmarks = 2
-    params_class = LineControlParams
-
-    def place_landmarks(self, env_index: int | None) -> None:
-        rows = self.world.batch_dim if env_index is None else 1
+    def place_landmarks(self, rows: int, env_index: int | None) -> None:
         a = self.params.arena_size
         start = self._uniform(rows, -0.25 * a, 0.25 * a)  # [b, 2]
         first_angle = self._uniform(rows, 0.0, TWO_PI, cols=1)  # [b, 1]

@@ -77,8 +77,7 @@ class SimpleSpread(MpeScenario):
     def after_reset(self, env_index: int | None) -> None:
         self.update_rewards()
 
-    def place_landmarks(self, env_index: int | None) -> None:
-        rows = self.world.batch_dim if env_index is None else 1
+    def place_landmarks(self, rows: int, env_index: int | None) -> None:
         a = self.params.arena_size
         for landmark in self.world.landmarks:
             landmark.set_pos(self._uniform(rows, -a, a), batch_index=env_index)
