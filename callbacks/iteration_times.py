@@ -44,7 +44,8 @@ class IterationTimes(pl.Callback):
 
     Each line holds ``iteration``, ``frames`` (the module's global counter), ``wall_s`` (from the end of
     the previous iteration, or from the start of training, to the end of this one: everything the loop
-    did, logging included), the module's own parts ``collect_s``, ``advantages_s``, ``optimise_s``,
+    did, logging included), ``unix_s`` (the end's wall-clock time, for ``benchmarks/startup.py``), the
+    module's own parts ``collect_s``, ``advantages_s``, ``optimise_s``,
     ``statistics_s`` where the algorithm reports them, ``rss_mib`` and ``peak_rss_mib``, and on a GPU
     ``gpu_peak_mib`` (PyTorch's peak allocated memory on the module's device). Only rank 0 writes.
     """
@@ -72,6 +73,7 @@ class IterationTimes(pl.Callback):
             "iteration": int(pl_module.iterations),
             "frames": int(pl_module.frames),
             "wall_s": wall,
+            "unix_s": time.time(),  # when it ended: a launcher's clock gives the time from launch
             **{name: float(parts[name]) for name in PARTS if isinstance(parts.get(name), torch.Tensor)},
             "rss_mib": rss_mib(),
             "peak_rss_mib": peak_rss_mib(),
