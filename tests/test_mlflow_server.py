@@ -9,6 +9,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
+from marl_lightning.__main__ import cli_main
 from marl_lightning.cli import MarlCLI
 from tests.conftest import CONF, SMALL_RUN_ARGS
 from tests.test_grid import write_grid
@@ -25,19 +26,19 @@ def tracking_server(in_tmp):
     server.stop()
 
 
-def test_fit_logs_to_a_tracking_server(tracking_server, in_tmp):
+def _marl(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "marl_lightning", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900)
+
+
+def test_fit_grid_evaluation_from_artifacts_and_compare_against_a_server(tracking_server, in_tmp, capsys):
+    """One server for the whole workflow: a fit logs to it; a grid runs against it; a policy is evaluated
+    from its artifacts alone; ``compare`` reads it."""
     MarlCLI(
         args=[
-            "fit",
-            "--config",
-            str(CONF / "mappo.yaml"),
-            *SMALL_RUN_ARGS,
-            "--model.total_frames",
-            "200",
-            "--trainer.logger.init_args.tracking_uri",
-            tracking_server,
-            "--trainer.callbacks.init_args.dirpath",
-            str(in_tmp / "ckpt"),
+            "fit", "--config", str(CONF / "mappo.yaml"), *SMALL_RUN_ARGS, "--model.total_frames", "200",
+            "--trainer.logger.init_args.tracking_uri", tracking_server,
+            "--trainer.callbacks.init_args.dirpath", str(in_tmp / "ckpt"),
         ]
     )
     client = MlflowClient(tracking_server)
@@ -49,15 +50,6 @@ def test_fit_logs_to_a_tracking_server(tracking_server, in_tmp):
     assert "config.yaml" in [a.path for a in client.list_artifacts(run.info.run_id)]
     assert not (in_tmp / "mlflow.db").exists()
 
-
-
-
-def _marl(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "marl_lightning", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=900)
-
-
-def test_grid_evaluation_from_artifacts_and_compare_against_a_server(tracking_server, in_tmp):
     write_grid(in_tmp, name="served")
     result = _marl("grid", "--config", "served.yaml", "--tracking_uri", tracking_server, "--jobs", "2")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -74,7 +66,7 @@ def test_grid_evaluation_from_artifacts_and_compare_against_a_server(tracking_se
 
     shutil.rmtree(in_tmp / "checkpoints")
     run_uri = f"runs:/{run.info.run_id}"
-    result = _marl(
+    cli_main([
         "test",
         "--config",
         f"{run_uri}/config.yaml",
@@ -84,8 +76,7 @@ def test_grid_evaluation_from_artifacts_and_compare_against_a_server(tracking_se
         tracking_server,
         "--trainer.logger.init_args.run_name",
         "evaluated-from-server",
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    ])
     (evaluated,) = client.search_runs(
         [experiment.experiment_id], "attributes.run_name = 'evaluated-from-server'"
     )
@@ -93,9 +84,12 @@ def test_grid_evaluation_from_artifacts_and_compare_against_a_server(tracking_se
     value = evaluated.data.metrics["eval/ratio_game_value"]
     assert value == pytest.approx(run.data.metrics["eval/ratio_game_value"], abs=1e-6)
 
-    result = _marl("compare", "--grid", "served", "--tracking-uri", tracking_server, "--reps", "100")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "mappo" in result.stdout and "ippo" in result.stdout
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["compare", "--grid", "served", "--tracking-uri", tracking_server, "--reps", "100"])
+    out = capsys.readouterr()
+    assert exit_.value.code == 0, out.out + out.err
+    assert "mappo" in out.out and "ippo" in out.out
     (summary,) = client.search_runs([experiment.experiment_id], "tags.`grid.role` = 'summary'")
     artifacts = {a.path for a in client.list_artifacts(summary.info.run_id, "comparison")}
     assert {"comparison/summary.md", "comparison/marl_eval.json"} <= artifacts

@@ -28,7 +28,7 @@ def auth_server(in_tmp):
 def _fit(url: str) -> int:
     """The exit status of ``fit`` run in this process (a finished fit returns; an error exits)."""
     try:
-        cli_main(cli_args("fit", "--model.total_frames", "400",
+        cli_main(cli_args("fit", "--model.total_frames", "200",
                           "--trainer.logger.init_args.tracking_uri", url))
     except SystemExit as ended:
         return ended.code or 0
@@ -66,7 +66,7 @@ def test_credentials_come_from_the_environment_and_are_written_nowhere(
     logs = capfd.readouterr()
     client = MlflowClient(auth_server.url)
     (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
-    assert run.info.status == "FINISHED" and run.data.metrics["train/frames"] == 400
+    assert run.info.status == "FINISHED" and run.data.metrics["train/frames"] == 200
     written = [logs.out, logs.err, *_texts_of_run(client, run)]
     checkpoints = [path for path in (in_tmp / "checkpoints").rglob("*") if path.is_file()]
     assert checkpoints

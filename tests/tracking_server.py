@@ -44,7 +44,10 @@ class TrackingServer:
         if self.app_name:
             command += ["--app-name", self.app_name]
         self.process = subprocess.Popen(
-            command, cwd=self.folder, env={**os.environ, **self.env},
+            # MLflow 3's server also starts job runners (huey consumers, five processes) for its GenAI jobs;
+            # a tracking server needs none of them.
+            command, cwd=self.folder,
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **self.env},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,  # its workers with it: signals go to the whole process group
         )
